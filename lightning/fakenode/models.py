@@ -1,0 +1,1 @@
+"""Models of the simulated node live here (built with the fake backend)."""
