@@ -120,6 +120,12 @@ if LIGHTNING_NETWORK not in {"regtest", "signet", "testnet", "mainnet"}:
 LIGHTNING_DEFAULT_NODE = env_str("LIGHTNING_DEFAULT_NODE", "type=fake")
 LIGHTNING_CALL_TIMEOUT_S = env_int("LIGHTNING_CALL_TIMEOUT_S", 15)
 DEPOSIT_INVOICE_EXPIRY_S = env_int("DEPOSIT_INVOICE_EXPIRY_S", 3600)
+# How long a withdrawal request waits for the node before answering 202 "pending".
+LIGHTNING_PAY_TIMEOUT_S = env_int("LIGHTNING_PAY_TIMEOUT_S", 10)
+# Default routing-fee reserve when the client gives no max_fee_msat: ppm of the amount, with
+# a floor. The node's fee limit never exceeds what was reserved.
+LIGHTNING_FEE_RESERVE_PPM = env_int("LIGHTNING_FEE_RESERVE_PPM", 10_000)
+LIGHTNING_FEE_RESERVE_MIN_MSAT = env_int("LIGHTNING_FEE_RESERVE_MIN_MSAT", 10_000)
 
 # --- Money limits (msat) ---------------------------------------------------------------------
 WITHDRAWAL_MAX_MSAT = env_int("WITHDRAWAL_MAX_MSAT", 10_000_000_000)  # 0.1 BTC per withdrawal

@@ -6,118 +6,279 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('ledger', '0002_database_guards'),
+        ("ledger", "0002_database_guards"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Node',
+            name="Node",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('fake', 'Simulated node'), ('lnd', 'LND (gRPC)'), ('cln', 'Core Lightning (JSON-RPC)'), ('eclair', 'Eclair (REST)')], max_length=16)),
-                ('connection', models.TextField()),
-                ('enabled', models.BooleanField(default=True)),
-                ('can_receive', models.BooleanField(default=True)),
-                ('can_send', models.BooleanField(default=True)),
-                ('can_onchain', models.BooleanField(default=True)),
-                ('priority', models.IntegerField(default=100, help_text='lower is tried first')),
-                ('max_receive_msat', models.BigIntegerField(blank=True, null=True)),
-                ('max_send_msat', models.BigIntegerField(blank=True, null=True)),
-                ('healthy', models.BooleanField(default=False)),
-                ('health_error', models.CharField(blank=True, max_length=300)),
-                ('health_checked_at', models.DateTimeField(blank=True, null=True)),
-                ('alias', models.CharField(blank=True, max_length=100)),
-                ('pubkey', models.CharField(blank=True, max_length=66)),
-                ('block_height', models.IntegerField(blank=True, null=True)),
-                ('synced', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=64, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("fake", "Simulated node"),
+                            ("lnd", "LND (gRPC)"),
+                            ("cln", "Core Lightning (JSON-RPC)"),
+                            ("eclair", "Eclair (REST)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("connection", models.TextField()),
+                ("enabled", models.BooleanField(default=True)),
+                ("can_receive", models.BooleanField(default=True)),
+                ("can_send", models.BooleanField(default=True)),
+                ("can_onchain", models.BooleanField(default=True)),
+                ("priority", models.IntegerField(default=100, help_text="lower is tried first")),
+                ("max_receive_msat", models.BigIntegerField(blank=True, null=True)),
+                ("max_send_msat", models.BigIntegerField(blank=True, null=True)),
+                ("healthy", models.BooleanField(default=False)),
+                ("health_error", models.CharField(blank=True, max_length=300)),
+                ("health_checked_at", models.DateTimeField(blank=True, null=True)),
+                ("alias", models.CharField(blank=True, max_length=100)),
+                ("pubkey", models.CharField(blank=True, max_length=66)),
+                ("block_height", models.IntegerField(blank=True, null=True)),
+                ("synced", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['priority', 'name'],
+                "ordering": ["priority", "name"],
             },
         ),
         migrations.CreateModel(
-            name='InvoiceStreamCursor',
+            name="InvoiceStreamCursor",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cursor', models.CharField(blank=True, max_length=200)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('node', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='stream_cursor', to='lightning.node')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("cursor", models.CharField(blank=True, max_length=200)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "node",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stream_cursor",
+                        to="lightning.node",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='NodeSnapshot',
+            name="NodeSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('taken_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('healthy', models.BooleanField()),
-                ('error', models.CharField(blank=True, max_length=300)),
-                ('block_height', models.IntegerField(blank=True, null=True)),
-                ('synced', models.BooleanField(default=False)),
-                ('channel_local_msat', models.BigIntegerField(blank=True, null=True)),
-                ('channel_remote_msat', models.BigIntegerField(blank=True, null=True)),
-                ('onchain_confirmed_sat', models.BigIntegerField(blank=True, null=True)),
-                ('onchain_unconfirmed_sat', models.BigIntegerField(blank=True, null=True)),
-                ('node', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='snapshots', to='lightning.node')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("taken_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("healthy", models.BooleanField()),
+                ("error", models.CharField(blank=True, max_length=300)),
+                ("block_height", models.IntegerField(blank=True, null=True)),
+                ("synced", models.BooleanField(default=False)),
+                ("channel_local_msat", models.BigIntegerField(blank=True, null=True)),
+                ("channel_remote_msat", models.BigIntegerField(blank=True, null=True)),
+                ("onchain_confirmed_sat", models.BigIntegerField(blank=True, null=True)),
+                ("onchain_unconfirmed_sat", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "node",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="snapshots",
+                        to="lightning.node",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-taken_at'],
+                "ordering": ["-taken_at"],
             },
         ),
         migrations.CreateModel(
-            name='Invoice',
+            name="Invoice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('payment_hash', models.CharField(max_length=64, unique=True)),
-                ('bolt11', models.TextField()),
-                ('label', models.CharField(max_length=100, unique=True)),
-                ('memo', models.CharField(blank=True, max_length=640)),
-                ('amount_msat', models.BigIntegerField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('settled', 'Settled'), ('expired', 'Expired'), ('canceled', 'Canceled')], default='open', max_length=16)),
-                ('amount_received_msat', models.BigIntegerField(default=0)),
-                ('preimage', models.CharField(blank=True, max_length=64)),
-                ('settled_internally', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('settled_at', models.DateTimeField(blank=True, null=True)),
-                ('journal', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='ledger.journal')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to=settings.AUTH_USER_MODEL)),
-                ('node', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='lightning.node')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("payment_hash", models.CharField(max_length=64, unique=True)),
+                ("bolt11", models.TextField()),
+                ("label", models.CharField(max_length=100, unique=True)),
+                ("memo", models.CharField(blank=True, max_length=640)),
+                ("amount_msat", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("settled", "Settled"),
+                            ("expired", "Expired"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="open",
+                        max_length=16,
+                    ),
+                ),
+                ("amount_received_msat", models.BigIntegerField(default=0)),
+                ("preimage", models.CharField(blank=True, max_length=64)),
+                ("settled_internally", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField()),
+                ("settled_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "journal",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="ledger.journal",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "node",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to="lightning.node",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['user', '-created_at'], name='lightning_invoice_user'), models.Index(condition=models.Q(('status', 'open')), fields=['expires_at'], name='lightning_invoice_open')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount_msat__isnull', True), ('amount_msat__gt', 0), _connector='OR'), name='lightning_invoice_amount_positive'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'settled'), _negated=True), models.Q(('amount_received_msat__gt', 0), ('journal__isnull', False)), _connector='OR'), name='lightning_invoice_settled_has_journal')],
+                "indexes": [
+                    models.Index(fields=["user", "-created_at"], name="lightning_invoice_user"),
+                    models.Index(
+                        condition=models.Q(("status", "open")),
+                        fields=["expires_at"],
+                        name="lightning_invoice_open",
+                    ),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("amount_msat__isnull", True), ("amount_msat__gt", 0), _connector="OR"
+                        ),
+                        name="lightning_invoice_amount_positive",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("status", "settled"), _negated=True),
+                            models.Q(("amount_received_msat__gt", 0), ("journal__isnull", False)),
+                            _connector="OR",
+                        ),
+                        name="lightning_invoice_settled_has_journal",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Payment',
+            name="Payment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('payment_hash', models.CharField(db_index=True, max_length=64)),
-                ('bolt11', models.TextField()),
-                ('amount_msat', models.BigIntegerField()),
-                ('fee_reserve_msat', models.BigIntegerField(default=0)),
-                ('fee_msat', models.BigIntegerField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('internal', models.BooleanField(default=False)),
-                ('preimage', models.CharField(blank=True, max_length=64)),
-                ('failure_reason', models.CharField(blank=True, max_length=300)),
-                ('idempotency_key', models.CharField(blank=True, max_length=200)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('node', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='payments', to='lightning.node')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='payments', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("payment_hash", models.CharField(db_index=True, max_length=64)),
+                ("bolt11", models.TextField()),
+                ("amount_msat", models.BigIntegerField()),
+                ("fee_reserve_msat", models.BigIntegerField(default=0)),
+                ("fee_msat", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("internal", models.BooleanField(default=False)),
+                ("preimage", models.CharField(blank=True, max_length=64)),
+                ("failure_reason", models.CharField(blank=True, max_length=300)),
+                ("idempotency_key", models.CharField(blank=True, max_length=200)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "node",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="payments",
+                        to="lightning.node",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="payments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['user', '-created_at'], name='lightning_payment_user'), models.Index(condition=models.Q(('status', 'pending')), fields=['status'], name='lightning_payment_pending')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount_msat__gt', 0)), name='lightning_payment_amount_positive'), models.CheckConstraint(condition=models.Q(('fee_reserve_msat__gte', 0)), name='lightning_payment_reserve_ok'), models.UniqueConstraint(condition=models.Q(('status', 'succeeded'), ('status', 'pending'), _connector='OR'), fields=('payment_hash',), name='lightning_payment_hash_live_once'), models.UniqueConstraint(condition=models.Q(('idempotency_key', ''), _negated=True), fields=('user', 'idempotency_key'), name='lightning_payment_idempotency')],
+                "indexes": [
+                    models.Index(fields=["user", "-created_at"], name="lightning_payment_user"),
+                    models.Index(
+                        condition=models.Q(("status", "pending")),
+                        fields=["status"],
+                        name="lightning_payment_pending",
+                    ),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount_msat__gt", 0)),
+                        name="lightning_payment_amount_positive",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("fee_reserve_msat__gte", 0)),
+                        name="lightning_payment_reserve_ok",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(
+                            ("status", "succeeded"), ("status", "pending"), _connector="OR"
+                        ),
+                        fields=("payment_hash",),
+                        name="lightning_payment_hash_live_once",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("idempotency_key", ""), _negated=True),
+                        fields=("user", "idempotency_key"),
+                        name="lightning_payment_idempotency",
+                    ),
+                ],
             },
         ),
     ]

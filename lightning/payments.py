@@ -1,0 +1,493 @@
+"""Lightning withdrawals, internal payments and the tracker of pending payments.
+
+A withdrawal's life, with no database transaction open across a node call:
+1. validate (decode, network, expiry, amount, limits, not already paid) — nothing written;
+2. one transaction: create the Payment row and reserve amount + fee reserve from the user
+   into withdrawals:in-flight (two-phase transfer `withdrawal:<id>`), under the user's row lock;
+3. claim: set `sent_at` and the node in its own commit, only if still unsent — so a payment
+   reaches a node at most once, whoever (request, tracker, a restarted worker) tries;
+4. call the node with a fee limit equal to the fee reserved, so fees can never overdraw;
+5. record the outcome: succeeded → post (real fee, unused reserve back); failed → void (all
+   back); pending or unknown → leave it to the tracker, which asks the node until it is final.
+Only an answer that proves the node did not send (unreachable before sending, or a refusal)
+moves the payment to another node."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from ledger import services as ledger
+from ledger.errors import InsufficientBalance
+from ledger.models import Account
+from lightning.backends import base
+from lightning.errors import (
+    AlreadyPaid,
+    AmountMismatch,
+    AmountRequired,
+    InvalidAmount,
+    InvoiceExpired,
+    LimitExceeded,
+    OwnInvoice,
+)
+from lightning.invoices import decode_bolt11
+from lightning.models import Invoice, InvoiceStatus, Node, Payment, PaymentStatus
+from lightning.nodes import (
+    NoNodeAvailable,
+    configured_network,
+    mark_unreachable,
+    node_backend,
+    sending_nodes,
+)
+from lightning.services import invoice_refresh
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+logger = logging.getLogger(__name__)
+
+# A payment the node says it has never seen is sent again (on the same node, which refuses a
+# duplicate hash) once the first send can no longer be in flight.
+NOT_FOUND_RESEND_AFTER = timedelta(seconds=120)
+
+
+def withdrawal_key(payment_id: int) -> str:
+    return f"withdrawal:{payment_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    max_withdrawal_msat: int
+    daily_withdrawal_msat: int
+
+
+def user_limits(*, user: User) -> UserLimits:
+    """Per-user limits where the accounts app sets them, else the site-wide defaults."""
+    try:
+        from accounts.selectors import limits_for  # set by the accounts app when present
+    except ImportError:
+        return UserLimits(settings.WITHDRAWAL_MAX_MSAT, settings.WITHDRAWAL_DAILY_MAX_MSAT)
+    limits = limits_for(user=user)
+    return UserLimits(limits.max_withdrawal_msat, limits.daily_withdrawal_msat)
+
+
+def withdrawn_today_msat(*, user: User) -> int:
+    since = timezone.now() - timedelta(days=1)
+    return Payment.objects.filter(
+        user=user,
+        created_at__gte=since,
+        status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
+    ).aggregate(total=Sum("amount_msat", default=0))["total"]
+
+
+def default_fee_reserve_msat(amount_msat: int) -> int:
+    return max(
+        settings.LIGHTNING_FEE_RESERVE_MIN_MSAT,
+        amount_msat * settings.LIGHTNING_FEE_RESERVE_PPM // 1_000_000,
+    )
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedInvoice:
+    bolt11: str
+    payment_hash: str
+    amount_msat: int
+
+
+def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> ValidatedInvoice:
+    """Everything that can be checked without money or a node. Raises a FlowError."""
+    decoded = decode_bolt11(bolt11, network=configured_network())
+    if decoded.expires_at <= timezone.now():
+        raise InvoiceExpired("this invoice has expired", expired_at=decoded.expires_at.isoformat())
+    if decoded.amount_msat is None:
+        if amount_msat is None:
+            raise AmountRequired("this invoice has no amount: give amount_msat")
+        amount = amount_msat
+    else:
+        if amount_msat is not None and amount_msat != decoded.amount_msat:
+            raise AmountMismatch(
+                "amount_msat differs from the invoice's amount",
+                invoice_amount_msat=decoded.amount_msat,
+            )
+        amount = decoded.amount_msat
+    if amount <= 0:
+        raise InvalidAmount("the amount must be more than zero")
+    limits = user_limits(user=user)
+    if amount > limits.max_withdrawal_msat:
+        raise LimitExceeded(
+            "this is more than your limit for one withdrawal",
+            max_withdrawal_msat=limits.max_withdrawal_msat,
+        )
+    if withdrawn_today_msat(user=user) + amount > limits.daily_withdrawal_msat:
+        raise LimitExceeded(
+            "this would pass your withdrawal limit for the last 24 hours",
+            daily_withdrawal_msat=limits.daily_withdrawal_msat,
+        )
+    if Payment.objects.filter(
+        payment_hash=decoded.payment_hash,
+        status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
+    ).exists():
+        raise AlreadyPaid("this invoice has already been paid")
+    return ValidatedInvoice(
+        bolt11=bolt11.strip(), payment_hash=decoded.payment_hash, amount_msat=amount
+    )
+
+
+# --- withdrawals -------------------------------------------------------------------------
+
+
+def withdrawal_create(
+    *,
+    user: User,
+    bolt11: str,
+    amount_msat: int | None = None,
+    max_fee_msat: int | None = None,
+    wait_s: float | None = None,
+) -> Payment:
+    """Pay a BOLT 11 invoice from the user's balance: internally when it is one of our own
+    open deposit invoices, else through a node. Returns the Payment, final or pending."""
+    invoice = withdrawal_validate(user=user, bolt11=bolt11, amount_msat=amount_msat)
+    ours = Invoice.objects.filter(payment_hash=invoice.payment_hash).select_related("user").first()
+    if ours is not None:
+        return internal_payment(
+            payer=user, invoice=ours, amount_msat=invoice.amount_msat, bolt11=invoice.bolt11
+        )
+
+    if max_fee_msat is not None and (max_fee_msat < 0 or max_fee_msat > invoice.amount_msat):
+        raise InvalidAmount("max_fee_msat must be between 0 and the amount")
+    fee_reserve = (
+        max_fee_msat if max_fee_msat is not None else default_fee_reserve_msat(invoice.amount_msat)
+    )
+    payment = _reserve(user=user, invoice=invoice, fee_reserve_msat=fee_reserve)
+    return payment_send(payment=payment, wait_s=wait_s)
+
+
+def _reserve(*, user: User, invoice: ValidatedInvoice, fee_reserve_msat: int) -> Payment:
+    try:
+        with transaction.atomic():
+            # Under the user's row lock, so concurrent withdrawals cannot pass the daily limit
+            # together (the ledger takes the same lock again below).
+            Account.objects.select_for_update().filter(code=ledger.user_account_code(user)).first()
+            daily = user_limits(user=user).daily_withdrawal_msat
+            if withdrawn_today_msat(user=user) + invoice.amount_msat > daily:
+                raise LimitExceeded(
+                    "this would pass your withdrawal limit for the last 24 hours",
+                    daily_withdrawal_msat=daily,
+                )
+            payment = Payment.objects.create(
+                user=user,
+                payment_hash=invoice.payment_hash,
+                bolt11=invoice.bolt11,
+                amount_msat=invoice.amount_msat,
+                fee_reserve_msat=fee_reserve_msat,
+            )
+            ledger.pending_transfer_reserve(
+                key=withdrawal_key(payment.pk),
+                kind="withdrawal_reserve",
+                debit=ledger.user_account_get_or_create(user=user),
+                holding=ledger.system_account_get_or_create(code=ledger.WITHDRAWALS_IN_FLIGHT),
+                amount_msat=invoice.amount_msat + fee_reserve_msat,
+                memo=f"Lightning withdrawal {invoice.payment_hash[:16]}",
+                reference=("lightning.payment", str(payment.pk)),
+                created_by=user,
+            )
+    except IntegrityError as error:
+        if "lightning_payment_hash_live_once" in str(error):
+            raise AlreadyPaid("this invoice has already been paid") from error
+        raise
+    except InsufficientBalance as error:
+        error.details["fee_reserve_msat"] = fee_reserve_msat
+        raise
+    return payment
+
+
+def _claim(*, payment_id: int, node: Node, resend_unknown: bool = False) -> bool:
+    """Mark the payment as handed to `node`, in its own commit, only if nobody did already.
+    With `resend_unknown`, re-claim a payment the node has no record of."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        if payment.status != PaymentStatus.PENDING:
+            return False
+        if payment.sent_at is not None and not (resend_unknown and payment.node_id == node.pk):
+            return False
+        payment.sent_at = timezone.now()
+        payment.node = node
+        payment.save(update_fields=["sent_at", "node"])
+        return True
+
+
+def _unclaim(*, payment_id: int) -> None:
+    """The node proved it did not send: the payment may go to another node."""
+    Payment.objects.filter(pk=payment_id, status=PaymentStatus.PENDING).update(
+        sent_at=None, node=None
+    )
+
+
+def payment_send(
+    *, payment: Payment, wait_s: float | None = None, resend_on: Node | None = None
+) -> Payment:
+    """Hand a reserved payment to a send node (or to `resend_on` for a re-send the node asked
+    for by having no record of it) and record what it answers."""
+    wait = settings.LIGHTNING_PAY_TIMEOUT_S if wait_s is None else wait_s
+    candidates = (
+        [resend_on]
+        if resend_on
+        else sending_nodes(amount_msat=payment.amount_msat + payment.fee_reserve_msat)
+    )
+    for node in candidates:
+        if not _claim(payment_id=payment.pk, node=node, resend_unknown=resend_on is not None):
+            payment.refresh_from_db()
+            return payment
+        try:
+            result = node_backend(node).pay_invoice(
+                bolt11=payment.bolt11,
+                amount_msat=payment.amount_msat,
+                max_fee_msat=payment.fee_reserve_msat,
+                timeout_s=wait,
+            )
+        except (base.NodeUnreachable, base.NodeAuthFailed) as error:
+            logger.warning(
+                "payment %s: node %s unavailable before sending (%s)",
+                payment.pk,
+                node.name,
+                error.code,
+            )
+            mark_unreachable(node, error)
+            _unclaim(payment_id=payment.pk)
+            continue
+        except base.NodeRejected as error:
+            if error.reason == "already_paid":
+                # The node has this hash already: do not send elsewhere; track it there.
+                logger.warning(
+                    "payment %s: node %s already knows this payment", payment.pk, node.name
+                )
+                payment.refresh_from_db()
+                return payment_track(payment=payment)
+            logger.warning("payment %s: node %s refused (%s)", payment.pk, node.name, error.reason)
+            return payment_fail(payment=payment, reason=error.reason or error.message)
+        except base.OutcomeUnknown as error:
+            logger.warning(
+                "payment %s: outcome unknown on %s (%s); tracking",
+                payment.pk,
+                node.name,
+                error.message,
+            )
+            payment.refresh_from_db()
+            return payment
+        return payment_record_result(payment=payment, result=result)
+    if resend_on is None:
+        if not candidates:
+            logger.warning("payment %s: no send node can carry it now", payment.pk)
+        # Nothing was sent anywhere: give the money back rather than keep it waiting.
+        failed = payment_fail(
+            payment=payment, reason="no node could send this payment", only_if_unsent=True
+        )
+        if failed.status != PaymentStatus.FAILED:
+            return failed  # another worker has sent it meanwhile
+        raise NoNodeAvailable("no Lightning node can send this payment right now")
+    payment.refresh_from_db()
+    return payment
+
+
+def payment_record_result(*, payment: Payment, result: base.PaymentResult) -> Payment:
+    if result.status == base.PaymentStatus.SUCCEEDED:
+        return payment_succeed(
+            payment=payment, fee_msat=result.fee_msat or 0, preimage=result.preimage or ""
+        )
+    if result.status == base.PaymentStatus.FAILED:
+        return payment_fail(payment=payment, reason=result.failure_reason or "payment failed")
+    payment.refresh_from_db()
+    return payment
+
+
+def payment_succeed(*, payment: Payment, fee_msat: int, preimage: str) -> Payment:
+    """Post the reservation: amount + real fee leave through the node, the unused fee reserve
+    goes back to the user. A fee above the reserve cannot be taken from the user; it is
+    booked as the operator's routing-fee expense (the node was told never to exceed it)."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().select_related("node").get(pk=payment.pk)
+        if payment.status == PaymentStatus.SUCCEEDED:
+            return payment
+        charged_fee = min(fee_msat, payment.fee_reserve_msat)
+        node_account = ledger.node_asset_account_get_or_create(node_name=payment.node.name)
+        ledger.pending_transfer_post(
+            key=withdrawal_key(payment.pk),
+            kind="withdrawal_settle",
+            destinations=[(node_account, payment.amount_msat + charged_fee)],
+            memo=f"Lightning withdrawal {payment.payment_hash[:16]} sent",
+        )
+        if fee_msat > charged_fee:
+            logger.error(
+                "payment %s: node charged %s msat over the fee limit",
+                payment.pk,
+                fee_msat - charged_fee,
+            )
+            ledger.transfer(
+                idempotency_key=f"withdrawal:{payment.pk}:excess-fee",
+                kind="routing_fee_excess",
+                debit=ledger.system_account_get_or_create(code=ledger.EXPENSE_ROUTING_FEES),
+                credit=node_account,
+                amount_msat=fee_msat - charged_fee,
+                reference=("lightning.payment", str(payment.pk)),
+            )
+        payment.status = PaymentStatus.SUCCEEDED
+        payment.fee_msat = fee_msat
+        payment.preimage = preimage
+        payment.resolved_at = timezone.now()
+        payment.save(update_fields=["status", "fee_msat", "preimage", "resolved_at"])
+        return payment
+
+
+def payment_fail(*, payment: Payment, reason: str, only_if_unsent: bool = False) -> Payment:
+    """Void the reservation: everything back to the user. Only for a payment the node said
+    failed, or that no node ever received (`only_if_unsent`: re-checked under the lock, in
+    case a tracker claimed it meanwhile)."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        if payment.status != PaymentStatus.PENDING:
+            return payment
+        if only_if_unsent and payment.sent_at is not None:
+            return payment
+        ledger.pending_transfer_void(
+            key=withdrawal_key(payment.pk),
+            kind="withdrawal_refund",
+            memo=f"Lightning withdrawal {payment.payment_hash[:16]} failed: {reason[:200]}",
+        )
+        payment.status = PaymentStatus.FAILED
+        payment.failure_reason = reason[:300]
+        payment.resolved_at = timezone.now()
+        payment.save(update_fields=["status", "failure_reason", "resolved_at"])
+        return payment
+
+
+# --- the tracker -------------------------------------------------------------------------
+
+
+def payment_track(*, payment: Payment) -> Payment:
+    """Learn a pending payment's final state from its node. Never fails a payment on age or
+    on an unknown answer: only the node's own FAILED does that."""
+    if payment.status != PaymentStatus.PENDING or payment.internal:
+        return payment
+    if payment.sent_at is None:
+        # Reserved, then the worker stopped before handing it to a node: send it now.
+        return payment_send(payment=payment)
+    node = payment.node
+    result = node_backend(node).lookup_payment(payment_hash=payment.payment_hash)
+    if result.status == base.PaymentStatus.NOT_FOUND:
+        if timezone.now() - payment.sent_at > NOT_FOUND_RESEND_AFTER:
+            logger.warning(
+                "payment %s: node %s has no record of it; sending it there", payment.pk, node.name
+            )
+            return payment_send(payment=payment, resend_on=node)
+        return payment
+    return payment_record_result(payment=payment, result=result)
+
+
+def payments_track_pending(*, limit: int = 500) -> dict[str, int]:
+    counts = {"checked": 0, "succeeded": 0, "failed": 0, "pending": 0, "unreachable": 0}
+    pending = Payment.objects.filter(status=PaymentStatus.PENDING, internal=False).select_related(
+        "node"
+    )
+    for payment in pending.order_by("created_at")[:limit]:
+        try:
+            tracked = payment_track(payment=payment)
+        except (base.NodeUnreachable, base.OutcomeUnknown, NoNodeAvailable):
+            counts["unreachable"] += 1
+            continue
+        except base.LightningError as error:
+            logger.warning("tracking payment %s: %s", payment.pk, error.message)
+            continue
+        counts["checked"] += 1
+        counts[tracked.status] += 1
+    return counts
+
+
+# --- internal payments -------------------------------------------------------------------
+
+
+def internal_payment(*, payer: User, invoice: Invoice, amount_msat: int, bolt11: str) -> Payment:
+    """Pay another user's open deposit invoice from the payer's balance: one journal payer →
+    payee, no fee, no routing. The invoice is cancelled on its node first, so an outside
+    payer can no longer pay it too."""
+    if invoice.user_id == payer.pk:
+        raise OwnInvoice("this is your own deposit invoice: you cannot pay it from your balance")
+    if invoice.status == InvoiceStatus.SETTLED:
+        raise AlreadyPaid("this invoice has already been paid")
+    if invoice.status != InvoiceStatus.OPEN or invoice.expires_at <= timezone.now():
+        raise InvoiceExpired("this invoice has expired")
+    payer_account = ledger.user_account_get_or_create(user=payer)
+    if payer_account.balance_msat < amount_msat:
+        raise InsufficientBalance(
+            "the balance is too low for this amount",
+            balance_msat=payer_account.balance_msat,
+            required_msat=amount_msat,
+        )
+
+    try:
+        node_backend(invoice.node).cancel_invoice(payment_hash=invoice.payment_hash)
+    except base.NodeRejected as error:
+        if error.reason == "not_found":
+            raise
+        # Settled on the node meanwhile: credit it the normal way and refuse this payment.
+        invoice_refresh(invoice=invoice)
+        raise AlreadyPaid("this invoice has already been paid") from error
+    except (base.NodeUnreachable, base.NodeAuthFailed, base.OutcomeUnknown) as error:
+        raise NoNodeAvailable("the payee's node is unavailable; try again shortly") from error
+
+    with transaction.atomic():
+        locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
+        if locked.status != InvoiceStatus.OPEN:
+            raise AlreadyPaid("this invoice has already been paid")
+        payment = Payment.objects.create(
+            user=payer,
+            payment_hash=locked.payment_hash,
+            bolt11=bolt11,
+            amount_msat=amount_msat,
+            fee_msat=0,
+            internal=True,
+            status=PaymentStatus.SUCCEEDED,
+            resolved_at=timezone.now(),
+        )
+        journal = ledger.transfer(
+            idempotency_key=f"internal:{locked.payment_hash}",
+            kind="internal_payment",
+            debit=payer_account,
+            credit=ledger.user_account_get_or_create(user=locked.user),
+            amount_msat=amount_msat,
+            memo=f"Internal payment {locked.payment_hash[:16]}",
+            reference=("lightning.payment", str(payment.pk)),
+            created_by=payer,
+        )
+        locked.status = InvoiceStatus.SETTLED
+        locked.settled_internally = True
+        locked.amount_received_msat = amount_msat
+        locked.settled_at = timezone.now()
+        locked.journal = journal
+        locked.save(
+            update_fields=[
+                "status",
+                "settled_internally",
+                "amount_received_msat",
+                "settled_at",
+                "journal",
+            ]
+        )
+        return payment
+
+
+def payment_reservation_state(*, payment: Payment) -> str | None:
+    """State of the ledger reservation behind a payment (for checks and the admin)."""
+    from ledger.models import PendingTransfer
+
+    pending = PendingTransfer.objects.filter(key=withdrawal_key(payment.pk)).first()
+    return pending.state if pending else None
