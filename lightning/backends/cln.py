@@ -62,8 +62,16 @@ from lightning.backends.base import (
 )
 from lightning.connection import InvalidConnectionString, resolve_secret
 
-# pyln-client logs every call's payload at DEBUG; give it a logger operators can silence.
 _rpc_log = logging.getLogger("lightning.backends.cln.rpc")
+
+
+class _MethodOnlyLog:
+    """pyln-client logs whole payloads and replies at DEBUG (preimages, invoices); this logs
+    the method name only."""
+
+    def debug(self, message: str, method: str, *_: Any) -> None:
+        _rpc_log.debug("%s %s", "reply" if message.startswith("Received") else "call", method)
+
 
 _CLN_NETWORK = {
     "bitcoin": Network.MAINNET,
@@ -141,7 +149,7 @@ class _SocketRpc(LightningRpc):
     itself is left to the kernel: on a unix socket it fails at once when the node is down."""
 
     def __init__(self, socket_path: str) -> None:
-        super().__init__(socket_path, logger=_rpc_log)
+        super().__init__(socket_path, logger=_MethodOnlyLog())
         self.read_timeout_s = 30.0
         self.request_sent = False
         self._open: Any = None
@@ -557,12 +565,13 @@ class ClnBackend(LightningBackend):
             "bolt11": bolt11.strip(),
             "amount_msat": amount_msat,
             "maxfee": int(max_fee_msat),
-            # CLN stops starting new attempts after retry_for; parts in flight still finish,
-            # which is what the socket timeout (plus a moment for the reply) bounds.
-            "retry_for": max(1, math.floor(timeout_s)),
+            # CLN stops starting new attempts after retry_for (whole seconds), leaving a
+            # moment to report a final failure; parts still in flight outlast it, and our
+            # wait (the socket timeout) ends at timeout_s either way.
+            "retry_for": max(1, math.floor(timeout_s) - 1),
         }
         try:
-            paid = self._call("pay", params, mutating=True, timeout_s=timeout_s + 1.0)
+            paid = self._call("pay", params, mutating=True, timeout_s=timeout_s)
         except ClnRpcError as exc:
             return self._pay_error(exc, payment_hash)
         except OutcomeUnknown:

@@ -364,6 +364,8 @@ class FakeClnServer:
         if drop_before:
             return None
         try:
+            if request.get("jsonrpc") != "2.0" or request_id is None:
+                raise RpcFailure(-32600, "Expected jsonrpc 2.0 request with an id")
             if injected is not None:
                 raise RpcFailure(*injected)
             handler: Callable[..., Any] | None = getattr(self, f"rpc_{method}", None)

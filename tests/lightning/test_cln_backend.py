@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -416,3 +417,11 @@ def test_socket_path_is_short_enough():
         assert len(node.socket_path) < 100 and os.path.exists(node.socket_path)
     finally:
         node.close()
+
+
+def test_debug_log_names_methods_without_payloads(backend, world, caplog):
+    bolt11 = world.outside_invoice(amount_msat=20_000)
+    with caplog.at_level(logging.DEBUG, logger="lightning.backends.cln.rpc"):
+        result = backend.pay_invoice(bolt11=bolt11, max_fee_msat=1_000, timeout_s=5)
+    assert "call pay" in caplog.text and "reply pay" in caplog.text
+    assert result.preimage not in caplog.text and bolt11 not in caplog.text
