@@ -141,7 +141,9 @@ def test_mutating_call_timeout_is_outcome_unknown_and_retry_is_idempotent(backen
     world.hooks.delay_s["invoice"] = 3.0
     with pytest.raises(OutcomeUnknown):
         backend.create_invoice(amount_msat=9_000, memo="slow", expiry_s=600, label="slow-1")
-    time.sleep(1.2)  # the node did create it, late
+    deadline = time.monotonic() + 5
+    while "slow-1" not in world.invoices and time.monotonic() < deadline:
+        time.sleep(0.05)  # the node did create it, late
     again = backend.create_invoice(amount_msat=9_000, memo="slow", expiry_s=600, label="slow-1")
     assert backend.lookup_invoice(payment_hash=again.payment_hash).label == "slow-1"
     with pytest.raises(NodeRejected) as raised:
