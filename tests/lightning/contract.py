@@ -117,9 +117,14 @@ class BackendContract:
         assert backend.decode_invoice(bolt11=created.bolt11).amount_msat is None
 
     def test_description_hash_invoice(self, backend):
-        digest = hashlib.sha256(b'[["text/plain","lnurl"]]').digest()
+        metadata = '[["text/plain","lnurl"]]'  # LNURL passes the hashed text as memo
+        digest = hashlib.sha256(metadata.encode()).digest()
         created = backend.create_invoice(
-            amount_msat=1_000, memo="", expiry_s=600, label="contract-3", description_hash=digest
+            amount_msat=1_000,
+            memo=metadata,
+            expiry_s=600,
+            label="contract-3",
+            description_hash=digest,
         )
         assert backend.decode_invoice(bolt11=created.bolt11).description_hash == digest.hex()
 
