@@ -22,7 +22,7 @@ from typing import Any
 
 import bolt11 as bolt11_lib
 import grpc
-from bolt11 import Bolt11, MilliSatoshi, Tags, TagChar
+from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
 from coincurve import PrivateKey
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,7 +37,9 @@ ln, ln_grpc, router, router_grpc, invoicesrpc, invoices_grpc = lnd_codegen.load(
 
 CURRENCY = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "mainnet": "bc"}
 EMBIT_NETWORK = {"regtest": "regtest", "testnet": "test", "signet": "signet", "mainnet": "main"}
-OPEN, SETTLED, CANCELED = (ln.Invoice.InvoiceState.Value(n) for n in ("OPEN", "SETTLED", "CANCELED"))
+OPEN, SETTLED, CANCELED = (
+    ln.Invoice.InvoiceState.Value(n) for n in ("OPEN", "SETTLED", "CANCELED")
+)
 IN_FLIGHT, SUCCEEDED, FAILED = (
     ln.Payment.PaymentStatus.Value(n) for n in ("IN_FLIGHT", "SUCCEEDED", "FAILED")
 )
@@ -482,7 +484,9 @@ class FakeLndNode:
             if total + fee > confirmed:
                 raise ValueError("insufficient funds available to construct transaction")
             external = sum(v for a, v in outputs.items() if a not in self.addresses)
-            tx = self._add_tx(amount=-(external + fee), fee=fee, label=label, outputs=[*outputs.items()])
+            tx = self._add_tx(
+                amount=-(external + fee), fee=fee, label=label, outputs=[*outputs.items()]
+            )
             return tx.txid
 
     def receive_onchain(self, *, address: str, amount_sat: int) -> str:
@@ -615,7 +619,7 @@ class LightningServicer(ln_grpc.LightningServicer):
         yield from backlog
         while _alive(context, node):
             with node.cond:
-                node.cond.wait_for(lambda: len(node.events) > position, timeout=POLL_S)
+                node.cond.wait_for(lambda at=position: len(node.events) > at, timeout=POLL_S)
                 fresh = node.events[position:]
                 position = len(node.events)
             for _, _, proto in fresh:
@@ -698,7 +702,7 @@ class RouterServicer(router_grpc.RouterServicer):
         seen = -1
         while _alive(context, node):
             with node.cond:
-                node.cond.wait_for(lambda: payment.version != seen, timeout=POLL_S)
+                node.cond.wait_for(lambda at=seen: payment.version != at, timeout=POLL_S)
                 if payment.version == seen:
                     continue
                 seen = payment.version
@@ -762,9 +766,7 @@ class MacaroonGate(grpc.ServerInterceptor):
         if server.node.delay_s:
             time.sleep(server.node.delay_s)
 
-    def intercept_service(
-        self, continuation: Callable[..., Any], handler_call_details: Any
-    ) -> Any:
+    def intercept_service(self, continuation: Callable[..., Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
