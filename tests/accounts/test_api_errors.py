@@ -52,7 +52,7 @@ def test_malformed_json(payer, body):
 
 
 def test_enormous_integer_literal_is_malformed_not_a_crash(payer):
-    body = '{"to": "%s", "amount_msat": %s}' % (payer.recipient.uuid, "9" * 5000)
+    body = '{"to": "' + str(payer.recipient.uuid) + '", "amount_msat": ' + "9" * 5000 + "}"
     response = post_raw(payer, body)
     assert response.status_code == 400
     assert error_of(response)["code"] in {"malformed_json", "validation_error"}
@@ -148,7 +148,9 @@ def test_bad_key(payer, header):
 def test_tampered_key(payer):
     client = APIClient()
     last = payer.plaintext[-1]
-    client.credentials(HTTP_AUTHORIZATION="Bearer " + payer.plaintext[:-1] + ("B" if last != "B" else "C"))
+    client.credentials(
+        HTTP_AUTHORIZATION="Bearer " + payer.plaintext[:-1] + ("B" if last != "B" else "C")
+    )
     response = client.get("/api/v1/balance")
     assert response.status_code == 401
     assert error_of(response)["code"] == "invalid_api_key"
