@@ -19,10 +19,12 @@ from lightning.models import Payment, PaymentStatus
 
 DAILY_WINDOW = timedelta(hours=24)
 _API_KEY_RE = re.compile(r"sl_[0-9a-f]{8}_[A-Za-z0-9_-]{20,100}")
-# The journal that settles a Lightning withdrawal: kind `withdrawal_settle`, posted by
-# ledger.pending_transfer_post under the key `withdrawal:<payment id>:post`.
-WITHDRAWAL_SETTLE_KIND = "withdrawal_settle"
-_WITHDRAWAL_SETTLE_KEY_RE = re.compile(r"withdrawal:(\d+):post")
+# A Lightning withdrawal starts with the journal of kind `withdrawal_reserve` under the key
+# `withdrawal:<payment id>` (ledger.pending_transfer_reserve): amount + fee reserve leave the
+# user's balance. It is always on the user's statement (the settlement is not when the whole
+# reserve was used), so that row carries the fee once the payment succeeded.
+WITHDRAWAL_RESERVE_KIND = "withdrawal_reserve"
+_WITHDRAWAL_KEY_RE = re.compile(r"withdrawal:(\d+)")
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ class StatementRow:
     id: int  # the journal (one movement of money)
     kind: str
     amount_msat: int  # + raised the balance, - lowered it
-    fee_msat: int | None  # routing fee the user paid, on a withdrawal's settlement row
+    fee_msat: int | None  # routing fee the user paid, on a succeeded withdrawal's row
     balance_after_msat: int | None
     reference_type: str
     reference_id: str
@@ -102,31 +104,28 @@ class Statement:
 
 
 def _withdrawal_fees(lines: list[StatementLine]) -> dict[int, int]:
-    """journal id -> the routing fee the user paid, for the withdrawal settlements on this
-    page (two small queries per page at most, whatever its length). The user pays the node's
-    fee up to the fee reserve; anything above it is the operator's expense."""
-    settle_ids = [line.journal_id for line in lines if line.kind == WITHDRAWAL_SETTLE_KIND]
-    if not settle_ids:
+    """journal id -> the routing fee the user paid, for the succeeded withdrawals on this
+    page (two small queries at most, whatever the page length). The user pays the node's fee
+    up to the reserve; anything above it is the operator's expense."""
+    reserve_ids = [line.journal_id for line in lines if line.kind == WITHDRAWAL_RESERVE_KIND]
+    if not reserve_ids:
         return {}
     payment_of: dict[int, int] = {}
-    for journal_id, key in Journal.objects.filter(id__in=settle_ids).values_list(
+    for journal_id, key in Journal.objects.filter(id__in=reserve_ids).values_list(
         "id", "idempotency_key"
     ):
-        match = _WITHDRAWAL_SETTLE_KEY_RE.fullmatch(key)
+        match = _WITHDRAWAL_KEY_RE.fullmatch(key)
         if match:
             payment_of[journal_id] = int(match.group(1))
-    payments = {
-        pk: (fee, reserve)
-        for pk, fee, reserve in Payment.objects.filter(id__in=set(payment_of.values())).values_list(
-            "id", "fee_msat", "fee_reserve_msat"
-        )
+    succeeded = Payment.objects.filter(
+        id__in=set(payment_of.values()), status=PaymentStatus.SUCCEEDED, fee_msat__isnull=False
+    ).values_list("id", "fee_msat", "fee_reserve_msat")
+    fee_of = {pk: min(fee, reserve) for pk, fee, reserve in succeeded}
+    return {
+        journal_id: fee_of[payment_id]
+        for journal_id, payment_id in payment_of.items()
+        if payment_id in fee_of
     }
-    fees: dict[int, int] = {}
-    for journal_id, payment_id in payment_of.items():
-        fee, reserve = payments.get(payment_id, (None, 0))
-        if fee is not None:
-            fees[journal_id] = min(fee, reserve)
-    return fees
 
 
 def user_statement(*, user: User, before: int | None = None, limit: int = 50) -> Statement:
