@@ -292,3 +292,22 @@ def test_django_handlers_outside_api_stay_html(rf):
     assert "application/json" not in response["Content-Type"]
     response = handler404(rf.get("/api/x"), None)
     assert response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_unknown_api_path_with_any_method_and_csrf_checks_is_json_404(method):
+    client = APIClient(enforce_csrf_checks=True)
+    response = getattr(client, method)("/api/v1/nope", "x", content_type="text/plain")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_csrf_failure_view_is_json_under_api(rf):
+    from accounts.api.errors import csrf_failure
+
+    response = csrf_failure(rf.post("/api/v1/x"), reason="no cookie")
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    assert csrf_failure(rf.post("/login/"), reason="no cookie")["Content-Type"].startswith(
+        "text/html"
+    )
