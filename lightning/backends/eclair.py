@@ -193,7 +193,10 @@ class _StreamCursor:
     [watermark - back, watermark] exactly the payments whose 12-hex-digit hash prefix is
     listed were handled, so a late arrival there is still yielded and nothing is yielded
     twice. Payments appearing more than GRACE_MS late *and* after a restart would be missed;
-    while a stream runs, a longer in-memory window (OVERLAP_MS) also catches those.
+    while a stream runs, a longer in-memory window (OVERLAP_MS) also catches those. When more
+    than MAX_LISTED were received in the grace window the window narrows; if they all share
+    the watermark's millisecond, the cursor is `e1:<watermark>:-1:><hash>` instead: at that
+    millisecond, only hashes sorting after `<hash>` (the yield order) are new.
     """
 
     GRACE_MS = 5_000
@@ -204,6 +207,7 @@ class _StreamCursor:
     floor_ms: int = 0  # accept only payments received at or after this
     watermark_ms: int = -1
     seen: dict[str, int] = field(default_factory=dict)  # short hash -> received ms
+    after_short: str = ""  # at floor_ms - 1, hashes above this one are still new
 
     @classmethod
     def parse(cls, cursor: str | None) -> _StreamCursor:
@@ -216,11 +220,20 @@ class _StreamCursor:
             watermark_ms, floor_ms = int(watermark), int(watermark) - int(back)
         except ValueError:
             raise NodeRejected("unreadable Eclair stream cursor", reason="invalid_cursor") from None
+        if listed.startswith(">"):
+            return cls(floor_ms=floor_ms, watermark_ms=watermark_ms, after_short=listed[1:])
         seen = {short: watermark_ms for short in listed.split(",") if short}
         return cls(floor_ms=floor_ms, watermark_ms=watermark_ms, seen=seen)
 
     def is_new(self, received_ms: int, payment_hash: str) -> bool:
-        return received_ms >= self.floor_ms and payment_hash[: self.SHORT] not in self.seen
+        short = payment_hash[: self.SHORT]
+        if short in self.seen:
+            return False
+        if received_ms >= self.floor_ms:
+            return True
+        return (
+            received_ms == self.floor_ms - 1 and bool(self.after_short) and short > self.after_short
+        )
 
     def record(self, received_ms: int, payment_hash: str) -> None:
         self.seen[payment_hash[: self.SHORT]] = received_ms
@@ -228,7 +241,7 @@ class _StreamCursor:
         # Bound the in-memory window of a long-running stream.
         floor = self.watermark_ms - self.OVERLAP_MS
         if floor > self.floor_ms:
-            self.floor_ms = floor
+            self.floor_ms, self.after_short = floor, ""
             self.seen = {s: ms for s, ms in self.seen.items() if ms >= floor}
 
     def encode(self) -> str:
@@ -241,8 +254,11 @@ class _StreamCursor:
             # millisecond, so an unlisted payment is never inside the window).
             floor = window[self.MAX_LISTED - 1][0] + 1
             window = [item for item in window if item[0] >= floor]
+            if not window:  # all in the watermark's millisecond: resume after the last one
+                last = max(short for short, ms in self.seen.items() if ms == self.watermark_ms)
+                return f"e1:{self.watermark_ms}:-1:>{last}"
         listed = ",".join(short for _, short in window)
-        return f"e1:{self.watermark_ms}:{max(self.watermark_ms - floor, 0)}:{listed}"
+        return f"e1:{self.watermark_ms}:{self.watermark_ms - floor}:{listed}"
 
 
 # --- label journal for on-chain sends ------------------------------------------------------
@@ -384,13 +400,15 @@ class EclairBackend(LightningBackend):
         *,
         mutating: bool = False,
         reject_reason: str = "rejected",
-        fresh_connection: bool = False,
+        expect: type | tuple[type, ...] = dict,
     ) -> Any:
         """One API call. `mutating`: the call changes node state, so a failure after the
-        request left us is OutcomeUnknown, never NodeUnreachable. `fresh_connection`: do not
-        reuse a pooled connection, so a dropped connection cannot be a stale keep-alive."""
+        request left us is OutcomeUnknown, never NodeUnreachable; it also gets a connection of
+        its own, so a dropped connection cannot be a stale pooled keep-alive. `expect`: the
+        JSON type of a good answer (a proxy's HTML page is not one)."""
         form = {key: str(value) for key, value in (data or {}).items()}
         what = f"eclair {endpoint} on {self.node_name}"
+        fresh_connection = mutating
         client = self._new_client() if fresh_connection else self._client
         try:
             response = client.post(f"/{endpoint}", data=form)
@@ -405,7 +423,13 @@ class EclairBackend(LightningBackend):
         finally:
             if fresh_connection:
                 client.close()
-        return self._answer(response, what=what, mutating=mutating, reject_reason=reject_reason)
+        body = self._answer(response, what=what, mutating=mutating, reject_reason=reject_reason)
+        if not isinstance(body, expect):
+            message = f"{what}: unexpected answer ({type(body).__name__})"
+            if mutating:
+                raise OutcomeUnknown(message, reason="bad_response")
+            raise NodeRejected(message, reason="bad_response")
+        return body
 
     def _answer(
         self, response: httpx.Response, *, what: str, mutating: bool, reject_reason: str
@@ -457,7 +481,7 @@ class EclairBackend(LightningBackend):
         )
 
     def get_balances(self) -> Balances:
-        channels = self._post("usablebalances")
+        channels = self._post("usablebalances", expect=list)
         onchain = self._post("onchainbalance")
         return Balances(
             channel_local_msat=sum(int(c.get("canSend", 0)) for c in channels),
@@ -500,7 +524,7 @@ class EclairBackend(LightningBackend):
         return self._post("getreceivedinfo", {"paymentHash": payment_hash})
 
     @staticmethod
-    def _invoice_status(received: Mapping[str, Any]) -> InvoiceStatus:
+    def _invoice_status(received: Mapping[str, Any], payment_hash: str) -> InvoiceStatus:
         invoice = received.get("invoice") or {}
         status = received.get("status") or {}
         kind = status.get("type")
@@ -512,7 +536,7 @@ class EclairBackend(LightningBackend):
             state = InvoiceState.OPEN if kind == "pending" else InvoiceState.CANCELED
             amount_received, settled_at = 0, None
         return InvoiceStatus(
-            payment_hash=str(invoice.get("paymentHash", "")),
+            payment_hash=str(invoice.get("paymentHash") or payment_hash),
             state=state,
             amount_msat=int(invoice["amount"]) if invoice.get("amount") is not None else None,
             amount_received_msat=amount_received,
@@ -521,13 +545,13 @@ class EclairBackend(LightningBackend):
         )
 
     def lookup_invoice(self, *, payment_hash: str) -> InvoiceStatus:
-        return self._invoice_status(self._received_info(payment_hash))
+        return self._invoice_status(self._received_info(payment_hash), payment_hash)
 
     def cancel_invoice(self, *, payment_hash: str) -> None:
         if self.lookup_invoice(payment_hash=payment_hash).state == InvoiceState.SETTLED:
             raise NodeRejected("the invoice is already paid", reason="already_paid")
         try:
-            self._post("deleteinvoice", {"paymentHash": payment_hash}, mutating=True)
+            self._post("deleteinvoice", {"paymentHash": payment_hash}, mutating=True, expect=str)
         except NodeRejected:
             # Eclair refuses to delete a received invoice with a generic 400: say which.
             if self.lookup_invoice(payment_hash=payment_hash).state == InvoiceState.SETTLED:
@@ -642,7 +666,7 @@ class EclairBackend(LightningBackend):
             data,
             mutating=True,
             reject_reason="payment_rejected",
-            fresh_connection=True,
+            expect=(str, dict),
         )
         # Accepted: from here the payment exists, so failures to learn more mean PENDING.
         deadline = time.monotonic() + max(timeout_s, 0)
@@ -670,7 +694,7 @@ class EclairBackend(LightningBackend):
         failed only if every attempt failed."""
         if not _is_hash(payment_hash):
             return PaymentResult(payment_hash=payment_hash, status=PaymentStatus.NOT_FOUND)
-        attempts = self._post("getsentinfo", {"paymentHash": payment_hash})
+        attempts = self._post("getsentinfo", {"paymentHash": payment_hash}, expect=list)
         if not attempts:
             return PaymentResult(payment_hash=payment_hash, status=PaymentStatus.NOT_FOUND)
         sent = [a for a in attempts if (a.get("status") or {}).get("type") == "sent"]
@@ -702,7 +726,7 @@ class EclairBackend(LightningBackend):
     # --- on chain ------------------------------------------------------------------------------
 
     def new_address(self) -> str:
-        return str(self._post("getnewaddress"))
+        return str(self._post("getnewaddress", expect=str))
 
     def _check_outputs(self, outputs: Sequence[tuple[str, int]]) -> None:
         if not outputs:
@@ -739,23 +763,33 @@ class EclairBackend(LightningBackend):
             raise NodeRejected(f"label {label!r} was already sent", reason="duplicate_label")
         needed = sum(int(a) for _, a in outputs)
         needed += self.estimate_fee(outputs=outputs, target_conf=target_conf).fee_sat
-        if self.get_balances().onchain_confirmed_sat < needed:
+        confirmed = int(self._post("onchainbalance").get("confirmed", 0))
+        if confirmed < needed:
             raise NodeRejected("not enough confirmed on-chain funds", reason="insufficient_balance")
         batch = uuid.uuid4().hex
         for index, (address, amount_sat) in enumerate(outputs):
             key = {"label": label, "batch": batch, "i": index}
             intent = {"op": "intent", "address": address, "amount_sat": int(amount_sat)}
-            self._journal.append({**key, **intent, "at": int(time.time())})
+            try:
+                self._journal.append({**key, **intent, "at": int(time.time())})
+            except OSError as exc:
+                # Nothing is sent without its intent on disk.
+                error = NodeRejected if index == 0 else OutcomeUnknown
+                raise error(
+                    f"cannot write the label journal ({exc.strerror}); {index} outputs sent",
+                    reason="journal_error" if index == 0 else "partial",
+                ) from None
             data: dict[str, str | int] = {"address": address, "amountSatoshis": int(amount_sat)}
             if self.feerate_sat_vb:
                 data["feeRatePerByte"] = self.feerate_sat_vb
             else:
                 data["confirmationTarget"] = max(int(target_conf), 1)
             try:
-                txid = str(self._post("sendonchain", data, mutating=True))
+                txid = str(self._post("sendonchain", data, mutating=True, expect=str))
             except (NodeRejected, NodeUnreachable, NodeAuthFailed) as exc:
                 # Certainly not sent: this output is settled as failed.
-                self._journal.append({**key, "op": "failed"})
+                with contextlib.suppress(OSError):  # unrecorded, the intent matches nothing
+                    self._journal.append({**key, "op": "failed"})
                 if index == 0:
                     raise
                 raise OutcomeUnknown(
@@ -767,7 +801,14 @@ class EclairBackend(LightningBackend):
                     " (lookup_transaction(label=...) resolves it)",
                     reason="partial" if index else exc.reason,
                 ) from None
-            self._journal.append({**key, "op": "sent", "txid": txid})
+            try:
+                self._journal.append({**key, "op": "sent", "txid": txid})
+            except OSError as exc:
+                # Sent, but unrecorded: the intent lets lookup_transaction find it again.
+                raise OutcomeUnknown(
+                    f"sent {txid} but cannot write the label journal ({exc.strerror})",
+                    reason="journal_error",
+                ) from None
         result = self.lookup_transaction(label=label)
         assert result is not None  # we just journalled the txids
         return result
@@ -830,7 +871,9 @@ class EclairBackend(LightningBackend):
         found_on_page = False
         for page in range(_WALLET_MAX_PAGES):
             rows = self._post(
-                "onchaintransactions", {"count": _WALLET_PAGE, "skip": page * _WALLET_PAGE}
+                "onchaintransactions",
+                {"count": _WALLET_PAGE, "skip": page * _WALLET_PAGE},
+                expect=list,
             )
             page_has = False
             for row in rows:

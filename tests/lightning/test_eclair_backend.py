@@ -242,6 +242,18 @@ def test_stream_cursor_round_trip():
         _StreamCursor.parse("garbage")
 
 
+def test_stream_cursor_when_many_share_one_millisecond():
+    hashes = sorted(f"{i:02x}" * 32 for i in range(20))
+    cursor = _StreamCursor()
+    for h in hashes[:15]:  # yielded in hash order within the millisecond
+        cursor.record(5_000, h)
+    encoded = cursor.encode()
+    assert len(encoded) <= 200
+    parsed = _StreamCursor.parse(encoded)
+    assert [h for h in hashes if parsed.is_new(5_000, h)] == hashes[15:]
+    assert not parsed.is_new(4_999, hashes[19]) and parsed.is_new(5_001, hashes[0])
+
+
 # --- invoices -------------------------------------------------------------------------------
 
 
