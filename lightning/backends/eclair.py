@@ -661,7 +661,7 @@ class EclairBackend(LightningBackend):
         }
         if decoded.amount_msat is None:
             data["amountMsat"] = int(amount_msat or 0)
-        self._post(
+        answer = self._post(
             "payinvoice",
             data,
             mutating=True,
@@ -669,10 +669,12 @@ class EclairBackend(LightningBackend):
             expect=(str, dict),
         )
         # Accepted: from here the payment exists, so failures to learn more mean PENDING.
+        # Follow this payment by its id: earlier failed attempts for the hash are not it.
+        payment_id = answer if isinstance(answer, str) else None
         deadline = time.monotonic() + max(timeout_s, 0)
         while True:
             try:
-                result = self._payment_result(decoded.payment_hash)
+                result = self._payment_result(decoded.payment_hash, payment_id=payment_id)
             except (NodeUnreachable, NodeRejected):
                 result = PaymentResult(
                     payment_hash=decoded.payment_hash, status=PaymentStatus.PENDING
@@ -688,13 +690,14 @@ class EclairBackend(LightningBackend):
     def lookup_payment(self, *, payment_hash: str) -> PaymentResult:
         return self._payment_result(payment_hash)
 
-    def _payment_result(self, payment_hash: str) -> PaymentResult:
-        """Eclair lists every attempt (and every part of a multi-part attempt) for a hash.
-        Succeeded once all parts of the attempt that delivered the preimage are final;
-        failed only if every attempt failed."""
+    def _payment_result(self, payment_hash: str, *, payment_id: str | None = None) -> PaymentResult:
+        """Eclair lists every attempt (and every part of a multi-part attempt) for a hash, or
+        for one payment id. Succeeded once all parts of the attempt that delivered the
+        preimage are final; failed only if every attempt failed."""
         if not _is_hash(payment_hash):
             return PaymentResult(payment_hash=payment_hash, status=PaymentStatus.NOT_FOUND)
-        attempts = self._post("getsentinfo", {"paymentHash": payment_hash}, expect=list)
+        query = {"id": payment_id} if payment_id else {"paymentHash": payment_hash}
+        attempts = self._post("getsentinfo", query, expect=list)
         if not attempts:
             return PaymentResult(payment_hash=payment_hash, status=PaymentStatus.NOT_FOUND)
         sent = [a for a in attempts if (a.get("status") or {}).get("type") == "sent"]

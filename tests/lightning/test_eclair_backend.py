@@ -347,6 +347,21 @@ def test_amountless_without_amount_and_expired_are_rejected_locally(backend, wor
     assert "payinvoice" not in world.requests
 
 
+def test_retry_after_failure_follows_the_new_attempt(backend, world):
+    bolt11 = world.outside_invoice(amount_msat=10_000)
+    world.fail_next_payment("no_route")
+    assert backend.pay_invoice(bolt11=bolt11, max_fee_msat=1_000, timeout_s=5).status == (
+        PaymentStatus.FAILED
+    )
+    # The earlier failed attempt is still listed for the hash, but this one is followed.
+    world.settle_delay_s = 0.2
+    retried = backend.pay_invoice(bolt11=bolt11, max_fee_msat=1_000, timeout_s=5)
+    assert retried.status == PaymentStatus.SUCCEEDED
+    assert backend.lookup_payment(payment_hash=retried.payment_hash).status == (
+        PaymentStatus.SUCCEEDED
+    )
+
+
 def test_hung_payment_that_fails_reports_failed(backend, world):
     bolt11 = world.outside_invoice(amount_msat=10_000)
     world.hang_next_payment()
