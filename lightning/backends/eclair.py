@@ -31,6 +31,16 @@ Where Eclair's API differs from what the interface asks, this backend does the f
   rate (`feeRatePerByte`), otherwise Eclair's own rate for the confirmation target.
 - Sync state: Eclair refuses to start before its bitcoind is synced and has no sync flag, so
   an answering node reports `synced_to_chain=True`.
+- Paying: `payinvoice` with `blocking=false` answers a payment id at once; we then poll
+  `getsentinfo` for that id until `timeout_s`. The fee limit is `maxFeeFlatSat` rounded down
+  to whole satoshis with `maxFeePct=0` (Eclair allows the larger of the two).
+
+Errors: no connection (refused, connect timeout) is NodeUnreachable; a read timeout or a
+dropped connection is NodeUnreachable for reads but OutcomeUnknown for calls that change
+state (payinvoice, sendonchain, createinvoice, deleteinvoice), as are Eclair's 408/5xx
+answers to those; 401/403 is NodeAuthFailed; 404 "Not found" is NodeRejected("not_found");
+other 4xx (and 5xx on reads) are NodeRejected with a short reason. Messages never contain
+the password (it only travels in the Authorization header, and answers are redacted).
 """
 
 from __future__ import annotations
