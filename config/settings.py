@@ -13,7 +13,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SATLEDGER_VAR_DIR", str(BASE_DIR / "var")))
 
 INSECURE_SECRET_KEY = "django-insecure-satledger-embedded-default-do-not-use-in-production"  # noqa: S105
-SECRET_KEY = env_secret("SECRET_KEY", INSECURE_SECRET_KEY)
+# Without SECRET_KEY, the random key `scripts/run` writes once into var/ (per install, never
+# shared), so `manage.py` works in a second terminal of the embedded setup.
+_LOCAL_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = env_secret("SECRET_KEY", "") or (
+    _LOCAL_KEY_FILE.read_text().strip() if _LOCAL_KEY_FILE.is_file() else INSECURE_SECRET_KEY
+)
 DEBUG = env_bool("DEBUG", False)
 if not DEBUG and (SECRET_KEY == INSECURE_SECRET_KEY or SECRET_KEY.startswith("django-insecure")):
     raise ImproperlyConfigured(
