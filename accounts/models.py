@@ -69,7 +69,7 @@ class UserLimits(models.Model):
         null=True, blank=True, help_text="largest single withdrawal; empty: the default"
     )
     daily_withdrawal_msat = models.BigIntegerField(
-        null=True, blank=True, help_text="withdrawals per UTC day; empty: the default"
+        null=True, blank=True, help_text="withdrawals per 24 hours; empty: the default"
     )
     updated_at = models.DateTimeField(auto_now=True)
 

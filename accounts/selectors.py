@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import QuerySet, Sum
@@ -17,11 +17,14 @@ from ledger.models import Journal
 from ledger.selectors import StatementLine, account_statement, user_account
 from lightning.models import Payment, PaymentStatus
 
+DAILY_WINDOW = timedelta(hours=24)
 _API_KEY_RE = re.compile(r"sl_[0-9a-f]{8}_[A-Za-z0-9_-]{20,100}")
-# Journals of a Lightning withdrawal carry the idempotency key `withdrawal:<payment id>`
-# (reserve) and `withdrawal:<payment id>:<phase>` (settle/refund), as DESIGN.md prescribes.
-_WITHDRAWAL_KEY_RE = re.compile(r"withdrawal:(\d+)(?::(\w+))?")
-_RESERVE_PHASES = {None, "reserve"}
+# A Lightning withdrawal starts with the journal of kind `withdrawal_reserve` under the key
+# `withdrawal:<payment id>` (ledger.pending_transfer_reserve): amount + fee reserve leave the
+# user's balance. It is always on the user's statement (the settlement is not when the whole
+# reserve was used), so that row carries the fee once the payment succeeded.
+WITHDRAWAL_RESERVE_KIND = "withdrawal_reserve"
+_WITHDRAWAL_KEY_RE = re.compile(r"withdrawal:(\d+)")
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -64,18 +67,15 @@ def limits_for(user: User) -> Limits:
     )
 
 
-def utc_day_start(now: datetime | None = None) -> datetime:
-    now = now or timezone.now()
-    return datetime.combine(now.astimezone(UTC).date(), time.min, tzinfo=UTC)
-
-
 def daily_withdrawn_msat(*, user: User, now: datetime | None = None) -> int:
-    """What the user sent today (since 00:00 UTC): the amounts of their Lightning payments,
-    internal ones included, that are pending or succeeded (a failed one gave the money
-    back). The daily withdrawal limit is checked against this."""
+    """What counts against the user's daily withdrawal limit: the amounts of their payments
+    (internal ones included) created in the last 24 hours that are pending or succeeded (a
+    failed one gave the money back). Same rule as the money flows' check
+    (lightning.payments.withdrawn_today_msat), so what the user sees is what is checked."""
+    since = (now or timezone.now()) - DAILY_WINDOW
     return Payment.objects.filter(
         user=user,
-        created_at__gte=utc_day_start(now),
+        created_at__gte=since,
         status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
     ).aggregate(total=Sum("amount_msat", default=0))["total"]
 
@@ -88,7 +88,7 @@ class StatementRow:
     id: int  # the journal (one movement of money)
     kind: str
     amount_msat: int  # + raised the balance, - lowered it
-    fee_msat: int | None  # Lightning routing fee paid, on the row that settled a withdrawal
+    fee_msat: int | None  # routing fee the user paid, on a succeeded withdrawal's row
     balance_after_msat: int | None
     reference_type: str
     reference_id: str
@@ -103,29 +103,35 @@ class Statement:
     next_cursor: int | None
 
 
-def _withdrawal_fees(lines: list[StatementLine]) -> dict[int, int | None]:
-    """journal id -> routing fee, for the settlement journals of withdrawals on this page
-    (two queries per page whatever its length)."""
-    keys = dict(
-        Journal.objects.filter(
-            id__in=[line.journal_id for line in lines], idempotency_key__startswith="withdrawal:"
-        ).values_list("id", "idempotency_key")
-    )
-    settled: dict[int, int] = {}  # journal id -> payment id
-    for journal_id, key in keys.items():
-        match = _WITHDRAWAL_KEY_RE.fullmatch(key)
-        if match and match.group(2) not in _RESERVE_PHASES:
-            settled[journal_id] = int(match.group(1))
-    if not settled:
+def _withdrawal_fees(lines: list[StatementLine]) -> dict[int, int]:
+    """journal id -> the routing fee the user paid, for the succeeded withdrawals on this
+    page (two small queries at most, whatever the page length). The user pays the node's fee
+    up to the reserve; anything above it is the operator's expense."""
+    reserve_ids = [line.journal_id for line in lines if line.kind == WITHDRAWAL_RESERVE_KIND]
+    if not reserve_ids:
         return {}
-    fees = dict(Payment.objects.filter(id__in=set(settled.values())).values_list("id", "fee_msat"))
-    return {journal_id: fees.get(payment_id) for journal_id, payment_id in settled.items()}
+    payment_of: dict[int, int] = {}
+    for journal_id, key in Journal.objects.filter(id__in=reserve_ids).values_list(
+        "id", "idempotency_key"
+    ):
+        match = _WITHDRAWAL_KEY_RE.fullmatch(key)
+        if match:
+            payment_of[journal_id] = int(match.group(1))
+    succeeded = Payment.objects.filter(
+        id__in=set(payment_of.values()), status=PaymentStatus.SUCCEEDED, fee_msat__isnull=False
+    ).values_list("id", "fee_msat", "fee_reserve_msat")
+    fee_of = {pk: min(fee, reserve) for pk, fee, reserve in succeeded}
+    return {
+        journal_id: fee_of[payment_id]
+        for journal_id, payment_id in payment_of.items()
+        if payment_id in fee_of
+    }
 
 
 def user_statement(*, user: User, before: int | None = None, limit: int = 50) -> Statement:
     """The user's movements, newest first, keyset-paginated (see ledger.account_statement)."""
     page = account_statement(account=user_account(user=user), before=before, limit=limit)
-    fees = _withdrawal_fees(page.lines) if page.lines else {}
+    fees = _withdrawal_fees(page.lines)
     rows = [
         StatementRow(
             id=line.journal_id,

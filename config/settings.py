@@ -180,6 +180,7 @@ if env_str("REDIS_URL", ""):
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
+CSRF_FAILURE_VIEW = "accounts.api.errors.csrf_failure"  # JSON under /api/, the usual page elsewhere
 
 # --- API -------------------------------------------------------------------------------------
 # Requests per API key, DRF's "<n>/<second|minute|hour|day>" form. Counted in the default

@@ -40,7 +40,7 @@ DOMAIN_ERROR_STATUS: dict[str, int] = {
     "invalid_invoice": status.HTTP_400_BAD_REQUEST,
     "wrong_network": status.HTTP_400_BAD_REQUEST,
     "amount_required": status.HTTP_400_BAD_REQUEST,
-    "limit_exceeded": status.HTTP_400_BAD_REQUEST,
+    "limit_exceeded": status.HTTP_403_FORBIDDEN,
     # our side or the node's
     "unbalanced_journal": status.HTTP_500_INTERNAL_SERVER_ERROR,
     "node_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -271,3 +271,13 @@ def handler403(request: HttpRequest, exception: Exception | None = None):
     if request.path.startswith("/api/"):
         return json_forbidden(request, exception)
     return permission_denied(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = ""):
+    """CSRF_FAILURE_VIEW: JSON under /api/ (API views use no cookies and are exempt; this
+    covers anything else there), Django's page elsewhere."""
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    if request.path.startswith("/api/"):
+        return json_forbidden(request)
+    return django_csrf_failure(request, reason)

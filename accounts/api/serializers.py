@@ -11,7 +11,7 @@ class LimitsSerializer(serializers.Serializer):
     max_withdrawal_msat = serializers.IntegerField()
     daily_withdrawal_msat = serializers.IntegerField()
     daily_withdrawn_msat = serializers.IntegerField(
-        help_text="pending and succeeded payments since 00:00 UTC"
+        help_text="pending and succeeded payments of the last 24 hours"
     )
 
 

@@ -114,7 +114,7 @@ class Migration(migrations.Migration):
                     "daily_withdrawal_msat",
                     models.BigIntegerField(
                         blank=True,
-                        help_text="withdrawals per UTC day; empty: the default",
+                        help_text="withdrawals per 24 hours; empty: the default",
                         null=True,
                     ),
                 ),
