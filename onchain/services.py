@@ -44,7 +44,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.selectors import daily_withdrawn_msat, limits_for, utc_day_start
+from accounts.selectors import DAILY_WINDOW, daily_withdrawn_msat, limits_for
 from ledger import services as ledger
 from ledger.errors import IdempotencyConflict, InsufficientBalance
 from ledger.models import Account, AccountKind
@@ -141,12 +141,13 @@ def withdrawal_request(
             # Under the user's row lock, so concurrent requests cannot pass the daily limit
             # together (the ledger takes the same lock again to reserve).
             Account.objects.select_for_update().filter(pk=user_account.pk).first()
+            # Lightning and on-chain withdrawals share the rolling 24-hour limit.
             withdrawn = daily_withdrawn_msat(user=user) + onchain_withdrawn_msat(
-                user=user, since=utc_day_start()
+                user=user, since=timezone.now() - DAILY_WINDOW
             )
             if withdrawn + amount_msat > limits.daily_withdrawal_msat:
                 raise LimitExceeded(
-                    "this would pass your withdrawal limit for today (UTC)",
+                    "this would pass your withdrawal limit for the last 24 hours",
                     daily_withdrawal_msat=limits.daily_withdrawal_msat,
                     daily_withdrawn_msat=withdrawn,
                 )
@@ -390,6 +391,18 @@ def _send(*, batch: Batch, expected_sent_at, report: RoundReport) -> str:
     return "broadcast"
 
 
+def _lock_user_accounts(*, user_ids: set[int]) -> None:
+    """Lock these users' balance rows in ascending id order, the ledger's lock order, before
+    posting several journals in one transaction: journal by journal, two workers posting
+    different batches would lock the same users in different orders and deadlock."""
+    list(
+        Account.objects.select_for_update()
+        .filter(owner_id__in=user_ids, cached=True)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
 def _fail_batch(*, batch: Batch, reason: str, count: bool) -> None:
     """The node proved nothing was sent: the batch fails, its requests go back to the queue
     (or, after too many refusals, fail and are refunded)."""
@@ -408,6 +421,10 @@ def _fail_batch(*, batch: Batch, reason: str, count: bool) -> None:
         exhausted = list(
             members.filter(attempts__gte=settings.ONCHAIN_MAX_ATTEMPTS).values_list("id", flat=True)
         )
+        if exhausted:
+            _lock_user_accounts(
+                user_ids=set(members.filter(id__in=exhausted).values_list("user_id", flat=True))
+            )
         for withdrawal_id in exhausted:
             ledger.pending_transfer_void(
                 key=withdrawal_key(withdrawal_id),
@@ -464,9 +481,9 @@ def batch_post_withdrawals(*, batch_id: int) -> int:
     members = list(
         OnchainWithdrawal.objects.filter(batch=batch)
         .order_by("id")
-        .values_list("id", "amount_sat", "fee_reserve_msat", "status")
+        .values_list("id", "amount_sat", "fee_reserve_msat", "status", "user_id")
     )
-    if not any(status == WithdrawalStatus.BATCHED for *_, status in members):
+    if not any(row[3] == WithdrawalStatus.BATCHED for row in members):
         return 0
     # The split is over the whole (fixed) membership, so a resumed posting gets the same parts.
     shares = split_fee(fee_msat=batch.fee_sat * 1000, amounts=[row[1] for row in members])
@@ -483,13 +500,14 @@ def batch_post_withdrawals(*, batch_id: int) -> int:
     for chunk in _chunks(todo, POST_CHUNK):
         with transaction.atomic():
             Batch.objects.select_for_update().filter(pk=batch.pk).first()
+            _lock_user_accounts(user_ids={row[4] for row, _ in chunk})
             still = set(
                 OnchainWithdrawal.objects.filter(
                     id__in=[row[0] for row, _ in chunk], status=WithdrawalStatus.BATCHED
                 ).values_list("id", flat=True)
             )
             updates = []
-            for (withdrawal_id, amount_sat, reserve_msat, _), share in chunk:
+            for (withdrawal_id, amount_sat, reserve_msat, _, _), share in chunk:
                 if withdrawal_id not in still:
                     continue
                 charged = min(share, reserve_msat)
