@@ -1,4 +1,5 @@
-import os
+import hashlib
+import itertools
 
 import pytest
 from embit import base58
@@ -16,16 +17,24 @@ REGTEST, TESTNET, SIGNET, MAINNET = (
 )
 
 
+_seed = itertools.count()
+
+
+def _bytes(size: int) -> bytes:
+    """Deterministic bytes: parameter ids must be the same in every xdist worker."""
+    return hashlib.sha256(f"address-{next(_seed)}".encode()).digest()[:size].ljust(size, b"\x01")
+
+
 def segwit(hrp: str, version: int, size: int, encoding: int | None = None) -> str:
     """A segwit address; with `encoding`, force bech32 or bech32m whatever the version."""
-    program = list(os.urandom(size))
+    program = list(_bytes(size))
     if encoding is None:
         return encode(hrp, version, program)
     return bech32_encode(encoding, hrp, [version, *convertbits(program, 8, 5)])
 
 
 def base58_address(version: int) -> str:
-    return base58.encode_check(bytes([version]) + os.urandom(20))
+    return base58.encode_check(bytes([version]) + _bytes(20))
 
 
 @pytest.mark.parametrize(
@@ -112,8 +121,8 @@ def _flip_last(address: str) -> str:
         (lambda a: a[:10] + a[10:].upper())(segwit("bcrt", 0, 20)),  # mixed case
         base58_address(0x6F)[:-1] + "1",  # base58 checksum
         "mxVFsFW5N4mu1HPkxPttorvocvzeZ7KZyk0",  # 0 is not base58
-        base58.encode_check(bytes([0x6F]) + os.urandom(19)),  # short hash
-        base58.encode_check(bytes([0x30]) + os.urandom(20)),  # Litecoin's L prefix
+        base58.encode_check(bytes([0x6F]) + _bytes(19)),  # short hash
+        base58.encode_check(bytes([0x30]) + _bytes(20)),  # Litecoin's L prefix
         "hello world",
         "lnbcrt1u1pjq",  # an invoice, not an address
         "",
