@@ -40,7 +40,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -500,47 +500,63 @@ def batch_post_withdrawals(*, batch_id: int) -> int:
     for chunk in _chunks(todo, POST_CHUNK):
         with transaction.atomic():
             Batch.objects.select_for_update().filter(pk=batch.pk).first()
-            _lock_user_accounts(user_ids={row[4] for row, _ in chunk})
             still = set(
                 OnchainWithdrawal.objects.filter(
                     id__in=[row[0] for row, _ in chunk], status=WithdrawalStatus.BATCHED
                 ).values_list("id", flat=True)
             )
-            updates = []
+            posts, excess, updates = [], [], []
             for (withdrawal_id, amount_sat, reserve_msat, _, _), share in chunk:
                 if withdrawal_id not in still:
                     continue
                 charged = min(share, reserve_msat)
-                ledger.pending_transfer_post(
-                    key=withdrawal_key(withdrawal_id),
-                    kind="onchain_withdrawal_settle",
-                    destinations=[(node_account, amount_sat * 1000 + charged)],
-                    memo=f"On-chain withdrawal {withdrawal_id} sent in {batch.txid}",
+                posts.append(
+                    ledger.PendingPost(
+                        key=withdrawal_key(withdrawal_id),
+                        destinations=[(node_account, amount_sat * 1000 + charged)],
+                        memo=f"On-chain withdrawal {withdrawal_id} sent in {batch.txid}",
+                    )
                 )
                 if share > charged:
-                    # The node chose a fee above what the user reserved: never the user's.
-                    ledger.transfer(
-                        idempotency_key=f"{withdrawal_key(withdrawal_id)}:excess-fee",
-                        kind="onchain_fee_excess",
-                        debit=expense,
-                        credit=node_account,
-                        amount_msat=share - charged,
-                        memo=f"On-chain fee above the reserve, withdrawal {withdrawal_id}",
-                        reference=("onchain.onchainwithdrawal", str(withdrawal_id)),
-                    )
-                updates.append(
-                    OnchainWithdrawal(
-                        id=withdrawal_id,
-                        status=WithdrawalStatus.BROADCAST,
-                        fee_share_msat=share,
-                        fee_msat=charged,
-                    )
+                    excess.append((withdrawal_id, share - charged))
+                updates.append((withdrawal_id, share, charged))
+            # One set of statements for the whole chunk (locks in the ledger's order).
+            ledger.pending_transfers_post_many(posts=posts, kind="onchain_withdrawal_settle")
+            for withdrawal_id, amount_msat in excess:
+                # The node chose a fee above what the user reserved: never the user's.
+                ledger.transfer(
+                    idempotency_key=f"{withdrawal_key(withdrawal_id)}:excess-fee",
+                    kind="onchain_fee_excess",
+                    debit=expense,
+                    credit=node_account,
+                    amount_msat=amount_msat,
+                    memo=f"On-chain fee above the reserve, withdrawal {withdrawal_id}",
+                    reference=("onchain.onchainwithdrawal", str(withdrawal_id)),
                 )
-            OnchainWithdrawal.objects.bulk_update(
-                updates, ["status", "fee_share_msat", "fee_msat"], batch_size=POST_CHUNK
-            )
+            _mark_broadcast(updates)
             posted += len(updates)
     return posted
+
+
+def _mark_broadcast(rows: list[tuple[int, int, int]]) -> None:
+    """Set status broadcast and the fee parts of many requests in one statement (UPDATE ...
+    FROM VALUES, PostgreSQL and SQLite >= 3.33): Django's bulk_update builds a CASE per row
+    and costs more Python time than the whole ledger posting."""
+    if not rows:
+        return
+    values = ", ".join(["(%s, %s, %s)"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE onchain_onchainwithdrawal SET status = %s, fee_share_msat = v.column2, "
+            f"fee_msat = v.column3 FROM (VALUES {values}) AS v "
+            "WHERE onchain_onchainwithdrawal.id = v.column1 "
+            "AND onchain_onchainwithdrawal.status = %s",
+            [
+                WithdrawalStatus.BROADCAST,
+                *(value for row in rows for value in row),
+                WithdrawalStatus.BATCHED,
+            ],
+        )
 
 
 # --- recovery and tracking -----------------------------------------------------------------
