@@ -463,8 +463,10 @@ def pending_transfer_reserve(
 
 
 def _locked_pending(key: str) -> PendingTransfer:
+    # Lock the pending row only: FOR UPDATE over the join would also lock the shared holding
+    # account (withdrawals:in-flight) and serialize every post and void on it.
     return (
-        PendingTransfer.objects.select_for_update()
+        PendingTransfer.objects.select_for_update(of=("self",))
         .select_related("debit_account", "credit_account")
         .get(key=key)
     )
@@ -544,6 +546,146 @@ def pending_transfer_void(
             pending.resolved_at = timezone.now()
             pending.save(update_fields=["state", "resolve_journal", "resolved_at"])
         return pending
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPost:
+    """One pending transfer to post in `pending_transfers_post_many`."""
+
+    key: str
+    destinations: Sequence[tuple[Account, int]]
+    memo: str = ""
+
+
+def _insert_journals(
+    rows: list[tuple[str, str, str, str, str]], *, created_by: User | None, created_at
+) -> dict[str, int]:
+    """Insert journals (key, kind, memo, reference type, reference id) in one statement;
+    key -> id of those inserted (keys that already existed are replays, left out)."""
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, NULL, %s)"] * len(rows))
+    created = connection.ops.adapt_datetimefield_value(created_at)
+    creator = created_by.pk if created_by else None
+    params = [v for row in rows for v in (*row, creator, created)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, "
+            "reference_id, created_by_id, reverses_id, created_at) "
+            f"VALUES {values} ON CONFLICT (idempotency_key) DO NOTHING "
+            "RETURNING id, idempotency_key",
+            params,
+        )
+        return {key: journal_id for journal_id, key in cursor.fetchall()}
+
+
+@_retry_transient
+def pending_transfers_post_many(
+    *, posts: Sequence[PendingPost], kind: str, created_by: User | None = None
+) -> int:
+    """`pending_transfer_post` for many transfers at once (a batch job settling hundreds of
+    withdrawals), in one transaction and a constant number of statements whatever their
+    count: the same journals (`<key>:post`), the same checks, the same idempotency (an
+    already posted transfer is a replay and posts nothing; a voided one is refused). Locks:
+    the pending rows, then the cached accounts in ascending id order, as everywhere else.
+    Returns how many were posted now (replays not counted)."""
+    if not posts:
+        return 0
+    if len({post.key for post in posts}) != len(posts):
+        raise InvalidPosting("the same pending transfer is given twice")
+    for post in posts:
+        for _, amount in post.destinations:
+            if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+                raise InvalidPosting("destination amounts are non-negative integers of msat")
+    now = timezone.now()
+    with transaction.atomic():
+        pending = {
+            row.key: row
+            for row in PendingTransfer.objects.select_for_update(of=("self",))
+            .select_related("debit_account", "credit_account")
+            .filter(key__in=[post.key for post in posts])
+            .order_by("id")
+        }
+        planned: list[tuple[PendingPost, PendingTransfer, list[Leg]]] = []
+        for post in posts:
+            transfer_row = pending.get(post.key)
+            if transfer_row is None:
+                raise PendingTransfer.DoesNotExist(f"no pending transfer {post.key}")
+            if transfer_row.state == PendingTransferState.VOIDED:
+                raise PendingTransferResolved("this transfer was already voided", key=post.key)
+            total = sum(amount for _, amount in post.destinations)
+            if total > transfer_row.amount_msat:
+                raise InvalidPosting(
+                    "destinations exceed the reserved amount",
+                    key=post.key,
+                    reserved_msat=transfer_row.amount_msat,
+                    requested_msat=total,
+                )
+            legs = [Leg(transfer_row.credit_account, transfer_row.amount_msat)]
+            legs += [Leg(account, -amount) for account, amount in post.destinations if amount]
+            if transfer_row.amount_msat - total > 0:
+                legs.append(Leg(transfer_row.debit_account, -(transfer_row.amount_msat - total)))
+            planned.append((post, transfer_row, _normalized_legs(legs)))
+
+        inserted = _insert_journals(
+            [
+                (
+                    f"{post.key}:post",
+                    kind,
+                    post.memo,
+                    "ledger.pendingtransfer",
+                    str(row.pk),
+                )
+                for post, row, _ in planned
+            ],
+            created_by=created_by,
+            created_at=now,
+        )
+        for post, _, legs in planned:
+            if f"{post.key}:post" not in inserted:  # replay: must be the same movement
+                _check_replay(
+                    Journal.objects.get(idempotency_key=f"{post.key}:post"), kind=kind, legs=legs
+                )
+
+        fresh = [(post, row, legs) for post, row, legs in planned if f"{post.key}:post" in inserted]
+        locked = _lock_cached_accounts({leg.account.pk for _, _, legs in fresh for leg in legs})
+        running = {account_id: state[0] for account_id, state in locked.items()}
+        postings: list[tuple[int, int, int, int | None]] = []
+        for post, _, legs in fresh:
+            journal_id = inserted[f"{post.key}:post"]
+            for leg in legs:
+                account_id = leg.account.pk
+                if account_id not in locked:
+                    postings.append((journal_id, account_id, leg.amount_msat, None))
+                    continue
+                _, sign, allow_negative, code = locked[account_id]
+                balance = running[account_id] + sign * leg.amount_msat
+                if balance < 0 and not allow_negative:
+                    raise InsufficientBalance(
+                        "the balance is too low for this amount", account=code
+                    )
+                running[account_id] = balance
+                postings.append((journal_id, account_id, leg.amount_msat, balance))
+        for start in range(0, len(postings), 2000):  # bound the statement's parameters
+            _insert_postings(postings[start : start + 2000])
+
+        # Resolve the still-pending ones in one statement: each points at its `<key>:post`
+        # journal (inserted now, or by an earlier call if the state update was lost).
+        open_ids = [row.pk for _, row, _ in planned if row.state == PendingTransferState.PENDING]
+        for start in range(0, len(open_ids), 5000):
+            ids = open_ids[start : start + 5000]
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE ledger_pendingtransfer SET state = %s, resolved_at = %s, "
+                    "resolve_journal_id = (SELECT j.id FROM ledger_journal j "
+                    "WHERE j.idempotency_key = ledger_pendingtransfer.key || ':post') "
+                    f"WHERE state = %s AND id IN ({', '.join(['%s'] * len(ids))})",
+                    [
+                        PendingTransferState.POSTED,
+                        connection.ops.adapt_datetimefield_value(now),
+                        PendingTransferState.PENDING,
+                        *ids,
+                    ],
+                )
+        return len(fresh)
 
 
 # --- checkpoints of hot accounts -----------------------------------------------------------
