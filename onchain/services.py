@@ -44,7 +44,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.selectors import DAILY_WINDOW, daily_withdrawn_msat, limits_for
+from accounts.selectors import daily_withdrawn_msat, limits_for
 from ledger import services as ledger
 from ledger.errors import IdempotencyConflict, InsufficientBalance
 from ledger.models import Account, AccountKind
@@ -66,7 +66,6 @@ from onchain.models import (
     OnchainWithdrawal,
     WithdrawalStatus,
 )
-from onchain.selectors import onchain_withdrawn_msat
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -142,9 +141,7 @@ def withdrawal_request(
             # together (the ledger takes the same lock again to reserve).
             Account.objects.select_for_update().filter(pk=user_account.pk).first()
             # Lightning and on-chain withdrawals share the rolling 24-hour limit.
-            withdrawn = daily_withdrawn_msat(user=user) + onchain_withdrawn_msat(
-                user=user, since=timezone.now() - DAILY_WINDOW
-            )
+            withdrawn = daily_withdrawn_msat(user=user)
             if withdrawn + amount_msat > limits.daily_withdrawal_msat:
                 raise LimitExceeded(
                     "this would pass your withdrawal limit for the last 24 hours",

@@ -322,3 +322,19 @@ def test_internal_payment_of_an_invoice_already_paid_from_outside(make_user, wor
         withdrawal_create(user=payer, bolt11=invoice.bolt11)
     assert user_balance_msat(user=payer) == 100_000
     assert user_balance_msat(user=payee) == 10_000
+
+
+def test_daily_limit_is_shared_with_onchain_withdrawals(make_user, world, settings):
+    from onchain.services import withdrawal_request
+    from tests.onchain.wallet import random_address
+
+    settings.WITHDRAWAL_DAILY_MAX_MSAT = 60_000_000
+    user = make_user()
+    fund(user, world, 200_000_000)
+    withdrawal_request(user=user, address=random_address(), amount_sat=50_000)
+    with pytest.raises(errors.LimitExceeded):
+        withdrawal_create(user=user, bolt11=world.invoice(10_000_001))
+    assert (
+        withdrawal_create(user=user, bolt11=world.invoice(9_000_000)).status
+        == PaymentStatus.SUCCEEDED
+    )
