@@ -10,6 +10,9 @@ How a journal is written (same on PostgreSQL and SQLite):
    cached balances (and re-checks the running balance), a CHECK constraint keeps non-negative
    accounts non-negative, and on PostgreSQL a deferred trigger rejects at commit any journal
    whose postings do not sum to zero.
+On PostgreSQL steps 1-3 are one statement (`_POSTGRES_POST`: one round trip; outside a caller's
+transaction it is its own transaction), the trigger fills the running balances under the lock
+and the CHECK's refusal becomes InsufficientBalance. SQLite runs them one by one.
 Hot system accounts (`cached=False`) are never locked or updated, so deposits to different
 users run in parallel even though all of them debit the same node asset account.
 """
