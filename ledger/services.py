@@ -10,6 +10,9 @@ How a journal is written (same on PostgreSQL and SQLite):
    cached balances (and re-checks the running balance), a CHECK constraint keeps non-negative
    accounts non-negative, and on PostgreSQL a deferred trigger rejects at commit any journal
    whose postings do not sum to zero.
+On PostgreSQL steps 1-3 are one statement (`_POSTGRES_POST`: one round trip; outside a caller's
+transaction it is its own transaction), the trigger fills the running balances under the lock
+and the CHECK's refusal becomes InsufficientBalance. SQLite runs them one by one.
 Hot system accounts (`cached=False`) are never locked or updated, so deposits to different
 users run in parallel even though all of them debit the same node asset account.
 """
@@ -257,20 +260,113 @@ def _check_replay(journal: Journal, *, kind: str, legs: Sequence[Leg]) -> Journa
     return journal
 
 
-def _post_journal_in_transaction(
+def _raise_insufficient(legs: Sequence[Leg], error: Exception) -> None:
+    """The database refused a negative balance (CHECK `ledger_account_non_negative`, applied
+    by the posting trigger under the account's row lock). Name the account for the caller:
+    re-read the balances (after the rollback, so unlocked: informative only)."""
+    accounts = {
+        row[0]: row[1:]
+        for row in Account.objects.filter(
+            pk__in={leg.account.pk for leg in legs}, cached=True
+        ).values_list("pk", "balance_msat", "kind", "allow_negative", "code")
+    }
+    running = {account_id: state[0] for account_id, state in accounts.items()}
+    for leg in legs:
+        if leg.account.pk not in accounts:
+            continue
+        balance, kind, allow_negative, code = accounts[leg.account.pk]
+        running[leg.account.pk] += natural_sign(kind) * leg.amount_msat
+        if running[leg.account.pk] < 0 and not allow_negative:
+            raise InsufficientBalance(
+                "the balance is too low for this amount",
+                account=code,
+                balance_msat=balance,
+                required_msat=balance - running[leg.account.pk],
+            ) from error
+    raise InsufficientBalance("the balance is too low for this amount") from error
+
+
+# One statement, so one round trip (and, outside a caller's transaction, one implicit
+# transaction): insert the journal (a replay inserts nothing and waits on the unique index
+# for a concurrent first writer), lock the cached accounts in ascending id order (the
+# InitPlan runs before the first posting is inserted), then insert the postings in leg
+# order. The posting trigger applies each one to its cached balance under that lock and
+# fills the running balance; the CHECK refuses a negative balance; the deferred triggers
+# check the zero sum at commit.
+_POSTGRES_POST = """
+WITH j AS (
+    INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, reference_id,
+                                created_by_id, reverses_id, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+), locked AS MATERIALIZED (
+    SELECT a.id FROM ledger_account a
+     WHERE a.cached AND a.id = ANY(%s::bigint[]) AND EXISTS (SELECT 1 FROM j)
+     ORDER BY a.id
+       FOR UPDATE
+), inserted AS (
+    INSERT INTO ledger_posting (journal_id, account_id, amount_msat)
+    SELECT j.id, leg.account_id, leg.amount_msat
+      FROM j, unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY
+           AS leg(account_id, amount_msat, ord)
+     WHERE (SELECT count(*) FROM locked) >= 0
+     ORDER BY leg.ord
+    RETURNING 1
+)
+SELECT (SELECT id FROM j), (SELECT count(*) FROM inserted)
+"""
+
+
+def _post_postgresql(*, legs: Sequence[Leg], **journal_fields) -> int | None:
+    """PostgreSQL: the journal in one statement. Returns its id, or None for a replay."""
+    params = [
+        journal_fields["idempotency_key"],
+        journal_fields["kind"],
+        journal_fields["memo"],
+        journal_fields["reference"][0],
+        str(journal_fields["reference"][1]),
+        journal_fields["created_by"].pk if journal_fields["created_by"] else None,
+        journal_fields["reverses"].pk if journal_fields["reverses"] else None,
+        journal_fields["created_at"],
+        sorted({leg.account.pk for leg in legs}),
+        [leg.account.pk for leg in legs],
+        [leg.amount_msat for leg in legs],
+    ]
+
+    def execute() -> tuple[int | None, int]:
+        with connection.cursor() as cursor:
+            cursor.execute(_POSTGRES_POST, params)
+            return cursor.fetchone()
+
+    try:
+        if connection.in_atomic_block or not connection.get_autocommit():
+            with transaction.atomic():  # a savepoint inside the caller's transaction
+                journal_id, inserted = execute()
+        else:
+            journal_id, inserted = execute()  # autocommit: the statement is the transaction
+    except IntegrityError as error:
+        if "non_negative" in str(error):
+            _raise_insufficient(legs, error)
+        raise
+    if journal_id is not None and inserted != len(legs):  # pragma: no cover - defensive
+        raise AssertionError(f"journal {journal_id}: {inserted} of {len(legs)} postings written")
+    return journal_id
+
+
+def _post_portable(
     *,
+    legs: Sequence[Leg],
     idempotency_key: str,
     kind: str,
-    legs: Sequence[Leg],
-    memo: str = "",
-    reference: tuple[str, str] = ("", ""),
-    created_by: User | None = None,
-    reverses: Journal | None = None,
-) -> Journal:
-    legs = _normalized_legs(legs)
-    if not idempotency_key or len(idempotency_key) > 200:
-        raise InvalidPosting("idempotency key must be 1 to 200 characters")
-    now = timezone.now()
+    memo: str,
+    reference: tuple[str, str],
+    created_by: User | None,
+    reverses: Journal | None,
+    created_at,
+) -> int | None:
+    """SQLite (one writer at a time): the same steps as separate statements in one
+    transaction. Returns the journal id, or None for a replay."""
     with transaction.atomic():
         journal_id = _insert_journal(
             idempotency_key=idempotency_key,
@@ -279,12 +375,10 @@ def _post_journal_in_transaction(
             reference=reference,
             created_by=created_by,
             reverses=reverses,
-            created_at=now,
+            created_at=created_at,
         )
         if journal_id is None:
-            return _check_replay(
-                Journal.objects.get(idempotency_key=idempotency_key), kind=kind, legs=legs
-            )
+            return None
 
         locked = _lock_cached_accounts({leg.account.pk for leg in legs})
         running = {account_id: state[0] for account_id, state in locked.items()}
@@ -312,6 +406,40 @@ def _post_journal_in_transaction(
             if "non_negative" in str(error):
                 raise InsufficientBalance("the balance is too low for this amount") from error
             raise
+    return journal_id
+
+
+def _post_journal_in_transaction(
+    *,
+    idempotency_key: str,
+    kind: str,
+    legs: Sequence[Leg],
+    memo: str = "",
+    reference: tuple[str, str] = ("", ""),
+    created_by: User | None = None,
+    reverses: Journal | None = None,
+) -> Journal:
+    legs = _normalized_legs(legs)
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise InvalidPosting("idempotency key must be 1 to 200 characters")
+    now = timezone.now()
+    journal_fields = {
+        "idempotency_key": idempotency_key,
+        "kind": kind,
+        "memo": memo,
+        "reference": reference,
+        "created_by": created_by,
+        "reverses": reverses,
+        "created_at": now,
+    }
+    if connection.vendor == "postgresql":
+        journal_id = _post_postgresql(legs=legs, **journal_fields)
+    else:
+        journal_id = _post_portable(legs=legs, **journal_fields)
+    if journal_id is None:
+        return _check_replay(
+            Journal.objects.get(idempotency_key=idempotency_key), kind=kind, legs=legs
+        )
 
     journal = Journal(
         id=journal_id,
