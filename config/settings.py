@@ -1,6 +1,7 @@
 """Satledger settings. Every setting comes from the environment; defaults are the embedded
 demo setup (SQLite, regtest, the simulated node). See the README's configuration table."""
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -32,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "accounts",
     "ledger",
@@ -146,16 +148,47 @@ if env_str("REDIS_URL", ""):
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = env_str("REDIS_URL", "")
 
+# --- Portal ----------------------------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+CSRF_FAILURE_VIEW = "accounts.api.errors.csrf_failure"  # JSON under /api/, the usual page elsewhere
+
 # --- API -------------------------------------------------------------------------------------
+# Requests per API key, DRF's "<n>/<second|minute|hour|day>" form. Counted in the default
+# cache, which is per process: with several web processes each one counts on its own.
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
+    raise ImproperlyConfigured("API_RATE_LIMIT must look like 120/min (per second/min/hour/day)")
+# Largest amount any API field accepts (default: 21 million BTC in msat; always < 2^63).
+API_AMOUNT_MAX_MSAT = env_int("API_AMOUNT_MAX_MSAT", 21_000_000 * 100_000_000 * 1000)
+# How long a request with the Idempotency-Key of a request still running waits for it to
+# finish (then it gets the stored response) before answering 409 idempotency_in_progress.
+IDEMPOTENCY_WAIT_S = env_int("IDEMPOTENCY_WAIT_S", 10)
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.api.permissions.HasApiScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.api.throttling.ApiKeyRateThrottle"],
+    "EXCEPTION_HANDLER": "accounts.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Satledger API",
-    "DESCRIPTION": "Custodial Lightning balances. All amounts are integers in millisatoshi.",
+    "DESCRIPTION": (
+        "Custodial Lightning balances. All amounts are integers in millisatoshi. "
+        "Authenticate with `Authorization: Bearer <api key>`; every error has the shape "
+        '`{"error": {"code", "message", "details"}}`.'
+    ),
     "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -2,6 +2,7 @@
 
 import os
 
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's INFO lines ("Got goaway") are noise here
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
 
 from config.settings import *  # noqa: F403

@@ -228,7 +228,9 @@ class LightningBackend(abc.ABC):
     ) -> CreatedInvoice:
         """`label` is our unique tag (CLN label, Eclair externalId; LND has none, so the memo
         carries the user's UUID). With `description_hash`, the invoice commits to it instead
-        of carrying `memo` (LNURL)."""
+        of carrying `memo` (LNURL); `memo` is then the text it hashes (the LNURL metadata):
+        CLN can only commit to a description it is given, and raises
+        NodeRejected(reason="unsupported") when sha256(memo) != description_hash."""
 
     @abc.abstractmethod
     def lookup_invoice(self, *, payment_hash: str) -> InvoiceStatus:

@@ -1,0 +1,150 @@
+"""Reads of the accounts app. Nothing here writes."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from accounts.models import ApiKey, User, UserLimits
+from accounts.services import api_key_hash
+from ledger.models import Journal
+from ledger.selectors import StatementLine, account_statement, user_account
+from lightning.models import Payment, PaymentStatus
+
+DAILY_WINDOW = timedelta(hours=24)
+_API_KEY_RE = re.compile(r"sl_[0-9a-f]{8}_[A-Za-z0-9_-]{20,100}")
+# A Lightning withdrawal starts with the journal of kind `withdrawal_reserve` under the key
+# `withdrawal:<payment id>` (ledger.pending_transfer_reserve): amount + fee reserve leave the
+# user's balance. It is always on the user's statement (the settlement is not when the whole
+# reserve was used), so that row carries the fee once the payment succeeded.
+WITHDRAWAL_RESERVE_KIND = "withdrawal_reserve"
+_WITHDRAWAL_KEY_RE = re.compile(r"withdrawal:(\d+)")
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+def api_key_for_plaintext(plaintext: str) -> ApiKey | None:
+    """The key (with its user) whose hash matches `plaintext`, revoked or not; None if the
+    text is not a key of ours. The lookup is by the SHA-256 of the key, so the database
+    compares hashes, never the secret; the final comparison is constant-time as well."""
+    if not _API_KEY_RE.fullmatch(plaintext):
+        return None
+    digest = api_key_hash(plaintext)
+    api_key = ApiKey.objects.select_related("user").filter(key_hash=digest).first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, digest):
+        return None
+    return api_key
+
+
+def api_keys_of(*, user: User) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(user=user).order_by("revoked_at", "-created_at", "-id")
+
+
+# --- limits --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_withdrawal_msat: int
+    daily_withdrawal_msat: int
+
+
+def limits_for(user: User) -> Limits:
+    """The user's withdrawal limits: their own where set, else the settings'."""
+    row = UserLimits.objects.filter(user=user).first()
+    max_single = row.max_withdrawal_msat if row else None
+    daily = row.daily_withdrawal_msat if row else None
+    return Limits(
+        max_withdrawal_msat=settings.WITHDRAWAL_MAX_MSAT if max_single is None else max_single,
+        daily_withdrawal_msat=settings.WITHDRAWAL_DAILY_MAX_MSAT if daily is None else daily,
+    )
+
+
+def daily_withdrawn_msat(*, user: User, now: datetime | None = None) -> int:
+    """What counts against the user's daily withdrawal limit: the amounts of their payments
+    (internal ones included) created in the last 24 hours that are pending or succeeded (a
+    failed one gave the money back). Same rule as the money flows' check
+    (lightning.payments.withdrawn_today_msat), so what the user sees is what is checked."""
+    since = (now or timezone.now()) - DAILY_WINDOW
+    return Payment.objects.filter(
+        user=user,
+        created_at__gte=since,
+        status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
+    ).aggregate(total=Sum("amount_msat", default=0))["total"]
+
+
+# --- statement -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRow:
+    id: int  # the journal (one movement of money)
+    kind: str
+    amount_msat: int  # + raised the balance, - lowered it
+    fee_msat: int | None  # routing fee the user paid, on a succeeded withdrawal's row
+    balance_after_msat: int | None
+    reference_type: str
+    reference_id: str
+    memo: str
+    created_at: datetime
+    cursor: int  # posting id: pass as `before` for the rows older than this one
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    rows: list[StatementRow]
+    next_cursor: int | None
+
+
+def _withdrawal_fees(lines: list[StatementLine]) -> dict[int, int]:
+    """journal id -> the routing fee the user paid, for the succeeded withdrawals on this
+    page (two small queries at most, whatever the page length). The user pays the node's fee
+    up to the reserve; anything above it is the operator's expense."""
+    reserve_ids = [line.journal_id for line in lines if line.kind == WITHDRAWAL_RESERVE_KIND]
+    if not reserve_ids:
+        return {}
+    payment_of: dict[int, int] = {}
+    for journal_id, key in Journal.objects.filter(id__in=reserve_ids).values_list(
+        "id", "idempotency_key"
+    ):
+        match = _WITHDRAWAL_KEY_RE.fullmatch(key)
+        if match:
+            payment_of[journal_id] = int(match.group(1))
+    succeeded = Payment.objects.filter(
+        id__in=set(payment_of.values()), status=PaymentStatus.SUCCEEDED, fee_msat__isnull=False
+    ).values_list("id", "fee_msat", "fee_reserve_msat")
+    fee_of = {pk: min(fee, reserve) for pk, fee, reserve in succeeded}
+    return {
+        journal_id: fee_of[payment_id]
+        for journal_id, payment_id in payment_of.items()
+        if payment_id in fee_of
+    }
+
+
+def user_statement(*, user: User, before: int | None = None, limit: int = 50) -> Statement:
+    """The user's movements, newest first, keyset-paginated (see ledger.account_statement)."""
+    page = account_statement(account=user_account(user=user), before=before, limit=limit)
+    fees = _withdrawal_fees(page.lines)
+    rows = [
+        StatementRow(
+            id=line.journal_id,
+            kind=line.kind,
+            amount_msat=line.amount_msat,
+            fee_msat=fees.get(line.journal_id),
+            balance_after_msat=line.balance_after_msat,
+            reference_type=line.reference_type,
+            reference_id=line.reference_id,
+            memo=line.memo,
+            created_at=line.created_at,
+            cursor=line.posting_id,
+        )
+        for line in page.lines
+    ]
+    return Statement(rows=rows, next_cursor=page.next_cursor)
