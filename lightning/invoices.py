@@ -1,0 +1,242 @@
+"""BOLT 11 invoices, decoded locally (no node needed) and signed (for the simulated node).
+
+`decode_bolt11` is what the service trusts about an invoice a user hands us. It works in the
+order a careful reader should:
+
+1. normalise: strip whitespace and a `lightning:` URI prefix; BOLT 11 (like bech32) allows an
+   all-uppercase string (QR codes) but never mixed case;
+2. check the human-readable part *before anything else*: `ln` + the currency prefix of the
+   configured network + an optional amount. The prefixes overlap (`lnbc` is a prefix of
+   `lnbcrt`, `lntb` of `lntbs`), so the currency is the run of letters after `ln` up to the
+   amount digits, compared exactly, never with `startswith`. An invoice of another network
+   raises `WrongNetwork`, whatever else is wrong with it;
+3. parse the amount with integers (a `p` amount must be a whole number of millisatoshi);
+4. decode the rest with the `bolt11` package: bech32 checksum, tagged fields, and the
+   signature (verified against the `n` field, or the payee key recovered from it).
+
+Anything malformed raises `InvalidInvoice`. Both errors are the flow errors of
+`lightning/errors.py` (stable `code`, a sentence a person understands).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import bolt11
+from bech32 import bech32_decode, bech32_encode, convertbits
+from bolt11.exceptions import Bolt11Bech32InvalidException, Bolt11SignatureVerifyException
+from bolt11.models.features import Feature, Features, FeatureState
+from bolt11.models.tags import TagChar, Tags
+from coincurve import PrivateKey
+
+from lightning.backends.base import BOLT11_PREFIX, DecodedInvoice, Network
+from lightning.errors import InvalidInvoice, InvoiceExpired, WrongNetwork
+
+__all__ = [
+    "InvalidInvoice",
+    "InvoiceExpired",
+    "WrongNetwork",
+    "decode_bolt11",
+    "ensure_not_expired",
+    "normalize_bolt11",
+    "sign_bolt11",
+]
+
+URI_SCHEME = "lightning:"
+# The currency part of each network's prefix: "lnbcrt" -> "bcrt".
+NETWORK_BY_CURRENCY: dict[str, Network] = {
+    prefix.removeprefix("ln"): network for network, prefix in BOLT11_PREFIX.items()
+}
+MSAT_PER_BTC = 100_000_000_000
+MAX_AMOUNT_MSAT = 21_000_000 * MSAT_PER_BTC
+MAX_DESCRIPTION_BYTES = 639  # a tagged field holds at most 1023 5-bit words
+DEFAULT_MIN_FINAL_CLTV_EXPIRY = 18
+SIGNATURE_WORDS = 104  # 65 bytes in 5-bit words
+# hrp = "ln" + currency (letters) + amount (digits, then an optional multiplier letter)
+_HRP = re.compile(r"ln([a-z]+)(\d*)(.*)", re.DOTALL)
+# msat per unit of the amount, per multiplier; "p" (0.1 msat) is handled separately.
+_MSAT_PER_UNIT = {"": MSAT_PER_BTC, "m": 100_000_000, "u": 100_000, "n": 100}
+
+
+def normalize_bolt11(text: str) -> str:
+    """The invoice in canonical form: trimmed, without `lightning:`, lowercase. Raises
+    InvalidInvoice for an empty or mixed-case string."""
+    if not isinstance(text, str):
+        raise InvalidInvoice("an invoice must be text")
+    value = text.strip()
+    if value[: len(URI_SCHEME)].lower() == URI_SCHEME:
+        value = value[len(URI_SCHEME) :].strip()
+    if not value:
+        raise InvalidInvoice("the invoice is empty")
+    if value != value.lower() and value != value.upper():
+        raise InvalidInvoice(
+            "this is not a valid Lightning invoice: it mixes upper and lower case letters"
+        )
+    return value.lower()
+
+
+def _network_and_amount(hrp: str, *, network: Network) -> int | None:
+    match = _HRP.fullmatch(hrp)
+    if match is None:
+        raise InvalidInvoice("this is not a Lightning invoice (it should start with ln)")
+    currency, digits, multiplier = match.groups()
+    invoice_network = NETWORK_BY_CURRENCY.get(currency)
+    if invoice_network is None:
+        raise InvalidInvoice(
+            f"this Lightning invoice is for an unknown network (prefix ln{currency})",
+            prefix=f"ln{currency}",
+        )
+    if invoice_network != network:
+        raise WrongNetwork(
+            f"this invoice is for {invoice_network}, but this service uses {network}",
+            invoice_network=str(invoice_network),
+            expected_network=str(network),
+        )
+    if not digits:
+        if multiplier:
+            raise InvalidInvoice("the invoice's amount is malformed")
+        return None
+    if multiplier not in ("", "m", "u", "n", "p"):
+        raise InvalidInvoice("the invoice's amount is malformed")
+    if digits.startswith("0"):
+        raise InvalidInvoice("the invoice's amount is malformed (leading zero or zero)")
+    value = int(digits)
+    if multiplier == "p":
+        if value % 10:
+            raise InvalidInvoice("the invoice's amount is not a whole number of millisatoshi")
+        amount_msat = value // 10
+    else:
+        amount_msat = value * _MSAT_PER_UNIT[multiplier]
+    if amount_msat > MAX_AMOUNT_MSAT:
+        raise InvalidInvoice("the invoice's amount is larger than all bitcoin")
+    return amount_msat
+
+
+def decode_bolt11(bolt11_text: str, *, network: Network) -> DecodedInvoice:
+    """Decode and verify a BOLT 11 invoice for `network`. Raises WrongNetwork (checked first)
+    or InvalidInvoice. Does not check expiry: see `ensure_not_expired`."""
+    value = normalize_bolt11(bolt11_text)
+    separator = value.rfind("1")
+    if separator < 1:
+        raise InvalidInvoice("this is not a Lightning invoice")
+    amount_msat = _network_and_amount(value[:separator], network=Network(network))
+    try:
+        parsed = bolt11.decode(value)
+    except Bolt11Bech32InvalidException:
+        raise InvalidInvoice(
+            "this Lightning invoice is damaged: its checksum does not match (mistyped or "
+            "truncated?)"
+        ) from None
+    except Bolt11SignatureVerifyException:
+        raise InvalidInvoice("the invoice's signature is not valid") from None
+    except Exception as error:  # bech32 checksum, truncated fields, bad UTF-8, missing tags
+        detail = str(error) or type(error).__name__
+        raise InvalidInvoice(f"this Lightning invoice is damaged or incomplete: {detail}") from None
+    if (parsed.amount_msat or None) != amount_msat:  # pragma: no cover - both read the hrp
+        raise InvalidInvoice("the invoice's amount is malformed")
+    try:
+        created_at = datetime.fromtimestamp(parsed.date, tz=UTC)
+        expires_at = created_at + timedelta(seconds=parsed.expiry)
+    except (OverflowError, ValueError):
+        raise InvalidInvoice("the invoice's expiry is out of range") from None
+    description_hash = parsed.description_hash
+    return DecodedInvoice(
+        payment_hash=parsed.payment_hash,
+        amount_msat=amount_msat,
+        description=parsed.description or "",
+        description_hash=description_hash or None,
+        payee=parsed.payee or "",
+        created_at=created_at,
+        expires_at=expires_at,
+        network=Network(network),
+        min_final_cltv_expiry=parsed.min_final_cltv_expiry,
+    )
+
+
+def ensure_not_expired(decoded: DecodedInvoice, *, now: datetime | None = None) -> None:
+    """Raise InvoiceExpired when the invoice can no longer be paid."""
+    moment = now or datetime.now(tz=UTC)
+    if decoded.expires_at <= moment:
+        raise InvoiceExpired("this invoice has expired", expired_at=decoded.expires_at.isoformat())
+
+
+def sign_bolt11(
+    *,
+    private_key: bytes,
+    network: Network,
+    payment_hash: str,
+    payment_secret: str,
+    amount_msat: int | None,
+    expiry_s: int,
+    description: str = "",
+    description_hash: bytes | None = None,
+    created_at: datetime | None = None,
+    min_final_cltv_expiry: int = DEFAULT_MIN_FINAL_CLTV_EXPIRY,
+    include_payee: bool = False,
+) -> str:
+    """A real BOLT 11 invoice signed with `private_key` (32 bytes) for `network`: payment hash
+    and secret (hex, 32 bytes each), the description or (LNURL) its hash, expiry, final CLTV,
+    and the feature bits today's nodes require (var_onion_optin, payment_secret). With
+    `include_payee` the `n` field names the payee (readers then verify against it instead of
+    recovering the key from the signature)."""
+    if amount_msat is not None and not 0 < amount_msat <= MAX_AMOUNT_MSAT:
+        raise ValueError("amount_msat must be positive (or None for an amountless invoice)")
+    if len(bytes.fromhex(payment_hash)) != 32 or len(bytes.fromhex(payment_secret)) != 32:
+        raise ValueError("payment_hash and payment_secret are 32 bytes, hex")
+    if expiry_s <= 0:
+        raise ValueError("expiry_s must be positive")
+    tags = Tags()
+    tags.add(TagChar.payment_hash, payment_hash)
+    tags.add(TagChar.payment_secret, payment_secret)
+    if description_hash is not None:
+        if len(description_hash) != 32:
+            raise ValueError("description_hash is a 32-byte SHA-256 digest")
+        tags.add(TagChar.description_hash, description_hash.hex())
+    else:
+        if len(description.encode()) > MAX_DESCRIPTION_BYTES:
+            raise ValueError(f"description is longer than {MAX_DESCRIPTION_BYTES} bytes")
+        tags.add(TagChar.description, description)
+    tags.add(TagChar.expire_time, expiry_s)
+    tags.add(TagChar.min_final_cltv_expiry, min_final_cltv_expiry)
+    tags.add(
+        TagChar.features,
+        Features.from_feature_list(
+            {
+                Feature.var_onion_optin: FeatureState.required,
+                Feature.payment_secret: FeatureState.required,
+            }
+        ),
+    )
+    key = PrivateKey(private_key)
+    if include_payee:
+        tags.add(TagChar.payee, key.public_key.format(compressed=True).hex())
+    moment = created_at or datetime.now(tz=UTC)
+    currency = BOLT11_PREFIX[Network(network)].removeprefix("ln")
+    # The package writes the tagged fields; the amount and signature are done here, because
+    # its amount writer turns whole multiples of 1000 BTC into a 1000 times smaller amount.
+    unsigned = bolt11.encode(
+        bolt11.Bolt11(currency=currency, date=int(moment.timestamp()), tags=tags),
+        key.to_hex(),
+        keep_payee=include_payee,
+    )
+    _hrp, words = bech32_decode(unsigned)
+    data_words = words[:-SIGNATURE_WORDS]
+    hrp = f"ln{currency}{amount_to_hrp(amount_msat) if amount_msat is not None else ''}"
+    data_bytes = bytes(convertbits(data_words, 5, 8, pad=True))
+    signature = key.sign_recoverable(hrp.encode() + data_bytes)  # r, s, recovery id
+    return bech32_encode(hrp, data_words + convertbits(signature, 8, 5, pad=True))
+
+
+def amount_to_hrp(amount_msat: int) -> str:
+    """The shortest BOLT 11 amount for `amount_msat`: "1500n" for 150 sat."""
+    pico = amount_msat * 10
+    for unit, per in (("", 10**12), ("m", 10**9), ("u", 10**6), ("n", 10**3)):
+        if pico % per == 0:
+            return f"{pico // per}{unit}"
+    return f"{pico}p"
+
+
+def pubkey_of(private_key: bytes) -> str:
+    """Compressed public key (hex) of a 32-byte private key: the node id / invoice payee."""
+    return PrivateKey(private_key).public_key.format(compressed=True).hex()
