@@ -590,30 +590,38 @@ class LNbits(System):
         self.token = ""
 
     def ensure_venv(self) -> Path:
+        """LNbits' virtual environment (created when missing) and its site-packages folder.
+        Importing lnbits writes ./data/.lnbits_auth_key: probe from the run folder."""
         python = self.venv / "bin" / "python"
-        probe = [
-            str(python),
-            "-c",
-            "import lnbits, importlib.metadata as m; print(m.version('lnbits'))",
-        ]
-        ok = python.exists() and subprocess.run(probe, capture_output=True, text=True).stdout
-        if not ok or ok.strip() != LNBITS_VERSION:
+        probe_env = {"PATH": "/usr/bin:/bin", "LNBITS_DATA_FOLDER": str(self.logdir / "probe")}
+        code = (
+            "import importlib.metadata as m, os, lnbits; "
+            "print(m.version('lnbits')); print(os.path.dirname(os.path.dirname(lnbits.__file__)))"
+        )
+
+        def probe() -> list[str]:
+            if not python.exists():
+                return []
+            result = subprocess.run(
+                [str(python), "-c", code],
+                capture_output=True,
+                text=True,
+                cwd=self.logdir,
+                env=probe_env,
+            )
+            return result.stdout.split() if result.returncode == 0 else []
+
+        found = probe()
+        if not found or found[0] != LNBITS_VERSION:
             print(f"creating {self.venv} with lnbits=={LNBITS_VERSION} (a few minutes) ...")
-            subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(self.venv)], check=True)
             subprocess.run(
                 [str(python), "-m", "pip", "install", "-q", *LNBITS_PIP_REQUIREMENTS], check=True
             )
-        site = subprocess.run(
-            [
-                str(python),
-                "-c",
-                "import lnbits, os; print(os.path.dirname(os.path.dirname(lnbits.__file__)))",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return Path(site)
+            found = probe()
+            if not found:
+                raise BenchError(f"lnbits did not install into {self.venv}")
+        return Path(found[1])
 
     def start(self) -> None:
         site_packages = self.ensure_venv()
@@ -777,6 +785,37 @@ def _client_process(jobs: list[ClientJob], start_at: float, stop_at: float) -> d
     return {"results": results, "cpu": cpu}
 
 
+PROFILE_DIR: Path | None = None  # set by --profile
+
+
+def summarize_profile(path: Path, top: int = 25) -> None:
+    """Print where the sampled gunicorn workers spent their time: inclusive share per frame
+    (function (file)), from py-spy's collapsed stacks."""
+    inclusive: Counter = Counter()
+    leaf: Counter = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(":")[0] if "(" in f else f for f in stack.split(";")[1:]]
+        for frame in set(frames):
+            inclusive[frame] += n
+        if frames:
+            leaf[frames[-1]] += n
+    if not total:
+        return
+    report = [f"profile {path.name}: {total} samples (all workers)", "  inclusive:"]
+    report += [f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    report.append("  self:")
+    report += [f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in leaf.most_common(15)]
+    text = "\n".join(report)
+    path.with_suffix(".txt").write_text(text + "\n")
+    print(text)
+
+
 @dataclass
 class PhaseResult:
     system: str
@@ -814,6 +853,28 @@ def run_phase(
     chunks = [jobs[i::n_procs] for i in range(n_procs)]
     order = [list(range(len(jobs)))[i::n_procs] for i in range(n_procs)]
     server_before, db_before = meter.snapshot()
+    profiler = None
+    if PROFILE_DIR and system.name == "satledger" and workload != "warmup":
+        out = PROFILE_DIR / f"{workload.replace(' ', '-')}.collapsed"
+        profiler = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(system.root_pid),
+                "--subprocesses",
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)
     start_at = time.time() + 1.0
     stop_at = start_at + duration
     async_results = [
@@ -822,6 +883,10 @@ def run_phase(
     outputs = [result.get(timeout=duration + 600) for result in async_results]
     server_after, db_after = meter.snapshot()
     load = os.getloadavg()[0]
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
+        summarize_profile(out)
     per_client: list[dict] = [{} for _ in jobs]
     for indexes, output in zip(order, outputs, strict=False):
         for index, result in zip(indexes, output["results"], strict=True):
@@ -1021,6 +1086,12 @@ def parse_args() -> argparse.Namespace:
     add("--satledger-only", action="store_true", help="skip LNbits")
     add("--pause", action="store_true", help="wait for Enter before stopping the servers")
     add("--json", help="also write the figures to this file")
+    add(
+        "--profile",
+        metavar="DIR",
+        help="py-spy record Satledger's gunicorn workers during each timed run into DIR "
+        "(py-spy in Satledger's environment: pip install py-spy)",
+    )
     args = parser.parse_args()
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - set(WORKLOADS)
@@ -1085,7 +1156,11 @@ def run_workloads(args, systems, users, rows) -> None:
 
 
 def main() -> int:
+    global PROFILE_DIR
     args = parse_args()
+    if args.profile:
+        PROFILE_DIR = Path(args.profile).resolve()
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     logdir = Path(tempfile.mkdtemp(prefix="satledger-vs-lnbits-"))
     procs = Procs(logdir)
     print(f"run folder (server logs): {logdir}")
