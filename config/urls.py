@@ -7,10 +7,12 @@ from accounts.api.views import api_not_found
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),
+    path("api/v1/", include("lightning.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Every other /api/ path: a JSON 404 in our error shape (also with DEBUG on).
     re_path(r"^api/", api_not_found),
+    path("", include("lightning.portal_urls")),
     path("", include("accounts.urls")),
 ]
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
+from accounts.selectors import daily_withdrawn_msat, limits_for
 from ledger import services as ledger
 from ledger.errors import InsufficientBalance
 from ledger.models import Account
@@ -62,31 +62,6 @@ def withdrawal_key(payment_id: int) -> str:
     return f"withdrawal:{payment_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class UserLimits:
-    max_withdrawal_msat: int
-    daily_withdrawal_msat: int
-
-
-def user_limits(*, user: User) -> UserLimits:
-    """Per-user limits where the accounts app sets them, else the site-wide defaults."""
-    try:
-        from accounts.selectors import limits_for  # set by the accounts app when present
-    except ImportError:
-        return UserLimits(settings.WITHDRAWAL_MAX_MSAT, settings.WITHDRAWAL_DAILY_MAX_MSAT)
-    limits = limits_for(user=user)
-    return UserLimits(limits.max_withdrawal_msat, limits.daily_withdrawal_msat)
-
-
-def withdrawn_today_msat(*, user: User) -> int:
-    since = timezone.now() - timedelta(days=1)
-    return Payment.objects.filter(
-        user=user,
-        created_at__gte=since,
-        status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
-    ).aggregate(total=Sum("amount_msat", default=0))["total"]
-
-
 def default_fee_reserve_msat(amount_msat: int) -> int:
     return max(
         settings.LIGHTNING_FEE_RESERVE_MIN_MSAT,
@@ -122,13 +97,13 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         amount = decoded.amount_msat
     if amount <= 0:
         raise InvalidAmount("the amount must be more than zero")
-    limits = user_limits(user=user)
+    limits = limits_for(user)
     if amount > limits.max_withdrawal_msat:
         raise LimitExceeded(
             "this is more than your limit for one withdrawal",
             max_withdrawal_msat=limits.max_withdrawal_msat,
         )
-    if withdrawn_today_msat(user=user) + amount > limits.daily_withdrawal_msat:
+    if daily_withdrawn_msat(user=user) + amount > limits.daily_withdrawal_msat:
         raise LimitExceeded(
             "this would pass your withdrawal limit for the last 24 hours",
             daily_withdrawal_msat=limits.daily_withdrawal_msat,
@@ -178,8 +153,8 @@ def _reserve(*, user: User, invoice: ValidatedInvoice, fee_reserve_msat: int) ->
             # Under the user's row lock, so concurrent withdrawals cannot pass the daily limit
             # together (the ledger takes the same lock again below).
             Account.objects.select_for_update().filter(code=ledger.user_account_code(user)).first()
-            daily = user_limits(user=user).daily_withdrawal_msat
-            if withdrawn_today_msat(user=user) + invoice.amount_msat > daily:
+            daily = limits_for(user).daily_withdrawal_msat
+            if daily_withdrawn_msat(user=user) + invoice.amount_msat > daily:
                 raise LimitExceeded(
                     "this would pass your withdrawal limit for the last 24 hours",
                     daily_withdrawal_msat=daily,
@@ -315,7 +290,8 @@ def payment_succeed(*, payment: Payment, fee_msat: int, preimage: str) -> Paymen
     goes back to the user. A fee above the reserve cannot be taken from the user; it is
     booked as the operator's routing-fee expense (the node was told never to exceed it)."""
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().select_related("node").get(pk=payment.pk)
+        locked = Payment.objects.select_for_update(of=("self",))  # node is a nullable join
+        payment = locked.select_related("node").get(pk=payment.pk)
         if payment.status == PaymentStatus.SUCCEEDED:
             return payment
         charged_fee = min(fee_msat, payment.fee_reserve_msat)

@@ -1,11 +1,8 @@
 import pytest
 from django.core.cache import cache
-from django.core.management import call_command
-from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_issue
-from ledger import db_guards
 from ledger import services as ledger
 from tests.accounts import testviews
 
@@ -64,21 +61,3 @@ def error_of(response) -> dict:
     assert set(body["error"]) == {"code", "message", "details"}, body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     return body["error"]
-
-
-@pytest.fixture
-def committed_db(transactional_db):
-    """transactional_db whose teardown also works on SQLite after journals were posted: the
-    flush between transactional tests DELETEs every row, which the ledger's append-only
-    triggers refuse on SQLite (PostgreSQL's flush TRUNCATEs). So drop the guards, flush,
-    and put them back."""
-    yield
-    if connection.vendor != "sqlite":
-        return
-    with connection.schema_editor() as editor:
-        db_guards.uninstall(editor)
-    try:
-        call_command("flush", interactive=False, verbosity=0)
-    finally:
-        with connection.schema_editor() as editor:
-            db_guards.install(editor)
