@@ -789,8 +789,9 @@ PROFILE_DIR: Path | None = None  # set by --profile
 
 
 def summarize_profile(path: Path, top: int = 25) -> None:
-    """Print where the sampled gunicorn workers spent their time: inclusive share per frame
-    (function (file)), from py-spy's collapsed stacks."""
+    """Print where the gunicorn workers spent the time they were serving a request (on CPU or
+    waiting: py-spy samples idle threads too): inclusive and leaf share per frame, from
+    py-spy's collapsed stacks, restricted to stacks inside a request."""
     inclusive: Counter = Counter()
     leaf: Counter = Counter()
     total = 0
@@ -799,6 +800,8 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         if not count.isdigit():
             continue
         n = int(count)
+        if "handle_request" not in stack and "handle (gunicorn/workers/gthread" not in stack:
+            continue  # a worker waiting for a request
         total += n
         frames = [f.split(":")[0] if "(" in f else f for f in stack.split(";")[1:]]
         for frame in set(frames):
@@ -807,8 +810,12 @@ def summarize_profile(path: Path, top: int = 25) -> None:
             leaf[frames[-1]] += n
     if not total:
         return
-    report = [f"profile {path.name}: {total} samples (all workers)", "  inclusive:"]
-    report += [f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    report = [f"profile {path.name}: {total} samples in requests (all workers)", "  inclusive:"]
+    report += [
+        f"    {n * 100 / total:5.1f}%  {frame}"
+        for frame, n in inclusive.most_common(top)
+        if n < total
+    ]
     report.append("  self:")
     report += [f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in leaf.most_common(15)]
     text = "\n".join(report)
@@ -866,7 +873,8 @@ def run_phase(
                 "--format",
                 "raw",
                 "--rate",
-                "200",
+                "100",
+                "--idle",
                 "--output",
                 str(out),
                 "--nonblocking",
