@@ -341,12 +341,13 @@ class Satledger(System):
         self.procs = procs
         self.logdir = logdir
         self.python = args.satledger_python
+        self.repo = Path(args.satledger_repo).resolve()
         secret = secrets.token_urlsafe(48)
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(logdir),
             "LANG": "C.UTF-8",
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(self.repo),
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.dbname}",
             "SECRET_KEY": secret,
             "DEBUG": "0",
@@ -362,7 +363,7 @@ class Satledger(System):
     def manage(self, *argv: str, timeout: float = 300, check: bool = True):
         result = subprocess.run(
             [self.python, "manage.py", *argv],
-            cwd=REPO,
+            cwd=self.repo,
             env=self.env,
             capture_output=True,
             text=True,
@@ -438,10 +439,10 @@ class Satledger(System):
         ]
         if self.args.worker_class == "gthread":
             argv += ["--threads", str(self.args.threads)]
-        proc = self.procs.start("satledger-gunicorn", argv, env=self.env, cwd=REPO)
+        proc = self.procs.start("satledger-gunicorn", argv, env=self.env, cwd=self.repo)
         self.root_pid = proc.pid
         self.procs.start(
-            "satledger-listen", [self.python, "manage.py", "listen"], env=self.env, cwd=REPO
+            "satledger-listen", [self.python, "manage.py", "listen"], env=self.env, cwd=self.repo
         )
         wait_http(self.port, "/api/v1/balance", 60, proc)
         missing += self.missing_endpoints()
@@ -786,6 +787,7 @@ def _client_process(jobs: list[ClientJob], start_at: float, stop_at: float) -> d
 
 
 PROFILE_DIR: Path | None = None  # set by --profile
+PROFILE_WALL = True  # --profile-cpu: sample only threads on CPU
 
 
 def summarize_profile(path: Path, top: int = 25) -> None:
@@ -874,7 +876,7 @@ def run_phase(
                 "raw",
                 "--rate",
                 "100",
-                "--idle",
+                *(["--idle"] if PROFILE_WALL else []),
                 "--output",
                 str(out),
                 "--nonblocking",
@@ -1074,9 +1076,9 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(WORKLOADS)} (reads: authenticated balance "
         "reads, a baseline of the framework's cost)",
     )
-    add("--workers", type=int, default=6, help="gunicorn workers (default 6)")
-    add("--worker-class", default="sync", choices=["sync", "gthread"])
-    add("--threads", type=int, default=4, help="threads per gthread worker")
+    add("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    add("--worker-class", default="gthread", choices=["sync", "gthread"])
+    add("--threads", type=int, default=8, help="threads per gthread worker (default 8)")
     add(
         "--satledger-env",
         action="append",
@@ -1086,6 +1088,11 @@ def parse_args() -> argparse.Namespace:
     )
     add("--satledger-python", default=sys.executable)
     add("--satledger-db", default="satledger_bench_api")
+    add(
+        "--satledger-repo",
+        default=str(REPO),
+        help="Satledger source tree to run (default: this checkout; another one for what-if runs)",
+    )
     add("--satledger-port", type=int, default=0)
     add("--lnbits-venv", default=str(REPO / "bench" / ".lnbits-venv"))
     add("--lnbits-db", default="lnbits_bench")
@@ -1094,6 +1101,11 @@ def parse_args() -> argparse.Namespace:
     add("--satledger-only", action="store_true", help="skip LNbits")
     add("--pause", action="store_true", help="wait for Enter before stopping the servers")
     add("--json", help="also write the figures to this file")
+    add(
+        "--profile-cpu",
+        action="store_true",
+        help="profile CPU time only (default: wall time in requests, waits included)",
+    )
     add(
         "--profile",
         metavar="DIR",
@@ -1164,8 +1176,9 @@ def run_workloads(args, systems, users, rows) -> None:
 
 
 def main() -> int:
-    global PROFILE_DIR
+    global PROFILE_DIR, PROFILE_WALL
     args = parse_args()
+    PROFILE_WALL = not args.profile_cpu
     if args.profile:
         PROFILE_DIR = Path(args.profile).resolve()
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
