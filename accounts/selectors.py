@@ -68,16 +68,19 @@ def limits_for(user: User) -> Limits:
 
 
 def daily_withdrawn_msat(*, user: User, now: datetime | None = None) -> int:
-    """What counts against the user's daily withdrawal limit: the amounts of their payments
-    (internal ones included) created in the last 24 hours that are pending or succeeded (a
-    failed one gave the money back). Same rule as the money flows' check
-    (lightning.payments.withdrawn_today_msat), so what the user sees is what is checked."""
+    """What counts against the user's daily withdrawal limit, Lightning and on-chain together:
+    the amounts of their payments (internal ones included) and on-chain withdrawals created in
+    the last 24 hours that are not failed or cancelled (those gave the money back). The money
+    flows check exactly this, so what the user sees is what is checked."""
+    from onchain.selectors import onchain_withdrawn_msat
+
     since = (now or timezone.now()) - DAILY_WINDOW
-    return Payment.objects.filter(
+    lightning = Payment.objects.filter(
         user=user,
         created_at__gte=since,
         status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
     ).aggregate(total=Sum("amount_msat", default=0))["total"]
+    return lightning + onchain_withdrawn_msat(user=user, since=since)
 
 
 # --- statement -----------------------------------------------------------------------------

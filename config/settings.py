@@ -13,7 +13,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SATLEDGER_VAR_DIR", str(BASE_DIR / "var")))
 
 INSECURE_SECRET_KEY = "django-insecure-satledger-embedded-default-do-not-use-in-production"  # noqa: S105
-SECRET_KEY = env_secret("SECRET_KEY", INSECURE_SECRET_KEY)
+# Without SECRET_KEY, the random key `scripts/run` writes once into var/ (per install, never
+# shared), so `manage.py` works in a second terminal of the embedded setup.
+_LOCAL_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = env_secret("SECRET_KEY", "") or (
+    _LOCAL_KEY_FILE.read_text().strip() if _LOCAL_KEY_FILE.is_file() else INSECURE_SECRET_KEY
+)
 DEBUG = env_bool("DEBUG", False)
 if not DEBUG and (SECRET_KEY == INSECURE_SECRET_KEY or SECRET_KEY.startswith("django-insecure")):
     raise ImproperlyConfigured(
@@ -39,6 +44,7 @@ INSTALLED_APPS = [
     "ledger",
     "lightning",
     "lightning.fakenode",
+    "onchain",
 ]
 
 MIDDLEWARE = [
@@ -133,6 +139,33 @@ LIGHTNING_FEE_RESERVE_MIN_MSAT = env_int("LIGHTNING_FEE_RESERVE_MIN_MSAT", 10_00
 WITHDRAWAL_MAX_MSAT = env_int("WITHDRAWAL_MAX_MSAT", 10_000_000_000)  # 0.1 BTC per withdrawal
 WITHDRAWAL_DAILY_MAX_MSAT = env_int("WITHDRAWAL_DAILY_MAX_MSAT", 50_000_000_000)
 DEPOSIT_MAX_MSAT = env_int("DEPOSIT_MAX_MSAT", 10_000_000_000)
+
+# --- On-chain ---------------------------------------------------------------------------------
+# Withdrawals below the dust limit would make a non-standard output nodes refuse to relay.
+ONCHAIN_DUST_LIMIT_SAT = env_int("ONCHAIN_DUST_LIMIT_SAT", 546)
+# Fee reserved per withdrawal on top of its amount (a typical output's share at a high rate);
+# the unused part returns at broadcast, a share above it is the operator's expense.
+ONCHAIN_FEE_RESERVE_SAT = env_int("ONCHAIN_FEE_RESERVE_SAT", 2_000)
+# The batch job runs every INTERVAL minutes and sends when MIN_OUTPUTS requests wait or the
+# oldest has waited MAX_WAIT minutes; one transaction pays at most MAX_OUTPUTS requests.
+ONCHAIN_BATCH_INTERVAL_MIN = env_int("ONCHAIN_BATCH_INTERVAL_MIN", 10)
+ONCHAIN_BATCH_MIN_OUTPUTS = env_int("ONCHAIN_BATCH_MIN_OUTPUTS", 10)
+ONCHAIN_BATCH_MAX_WAIT_MIN = env_int("ONCHAIN_BATCH_MAX_WAIT_MIN", 60)
+ONCHAIN_BATCH_MAX_OUTPUTS = env_int("ONCHAIN_BATCH_MAX_OUTPUTS", 250)
+ONCHAIN_TARGET_CONF = env_int("ONCHAIN_TARGET_CONF", 6)
+# A batch (and its withdrawals) is confirmed after this many blocks.
+ONCHAIN_CONFIRMATIONS = env_int("ONCHAIN_CONFIRMATIONS", 3)
+# A claimed batch the node has no record of is sent again only after this long (longer than
+# any call to the node can still be running).
+ONCHAIN_RESEND_AFTER_S = env_int("ONCHAIN_RESEND_AFTER_S", 300)
+# Batches a request may be in that the node refused, before it is failed and refunded.
+ONCHAIN_MAX_ATTEMPTS = env_int("ONCHAIN_MAX_ATTEMPTS", 3)
+ONCHAIN_DEPOSIT_CONFIRMATIONS = env_int("ONCHAIN_DEPOSIT_CONFIRMATIONS", 3)
+ONCHAIN_DEPOSIT_SCAN_INTERVAL_MIN = env_int("ONCHAIN_DEPOSIT_SCAN_INTERVAL_MIN", 1)
+if ONCHAIN_BATCH_MAX_OUTPUTS < 1 or ONCHAIN_BATCH_MIN_OUTPUTS < 1 or ONCHAIN_CONFIRMATIONS < 1:
+    raise ImproperlyConfigured("ONCHAIN_BATCH_*_OUTPUTS and ONCHAIN_CONFIRMATIONS must be >= 1")
+if ONCHAIN_RESEND_AFTER_S <= LIGHTNING_CALL_TIMEOUT_S:
+    raise ImproperlyConfigured("ONCHAIN_RESEND_AFTER_S must exceed LIGHTNING_CALL_TIMEOUT_S")
 
 # --- Jobs (django-q2; the ORM broker keeps the embedded default to one database) --------------
 Q_CLUSTER = {

@@ -82,16 +82,18 @@ def run_checks(*, progress: Progress | None = None, limit_violations: int = 50) 
         if checkpoint_ok is not None and not checkpoint_ok:
             add(f"account {code}: checkpoint does not match its postings")
 
-    # 3. Running balances on cached accounts follow their postings, in id order.
+    # 3. Running balances on cached accounts follow their postings, in id order; a missing
+    #    one is a violation too, and so is a running balance on a hot account (which has none).
     for start in range(0, top + 1, CHUNK):
         for posting_id, code, stored, expected in _rows(
             f"SELECT x.id, x.code, x.balance_after_msat, x.expected FROM ("
-            f"SELECT p.id, a.code, p.balance_after_msat, {_NATURAL} * SUM(p.amount_msat) "
-            f"OVER (PARTITION BY p.account_id ORDER BY p.id) AS expected "
-            f"FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id "
-            f"WHERE a.cached = %s) x WHERE x.id > %s AND x.id <= %s "
-            f"AND x.balance_after_msat <> x.expected",
-            [True, start, start + CHUNK],
+            f"SELECT p.id, a.code, p.balance_after_msat, CASE WHEN a.cached THEN "
+            f"{_NATURAL} * SUM(p.amount_msat) OVER (PARTITION BY p.account_id ORDER BY p.id) "
+            f"END AS expected "
+            f"FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id) x "
+            f"WHERE x.id > %s AND x.id <= %s AND (x.balance_after_msat <> x.expected "
+            f"OR (x.balance_after_msat IS NULL) <> (x.expected IS NULL))",
+            [start, start + CHUNK],
         ):
             add(f"posting {posting_id} on {code}: running balance {stored}, expected {expected}")
         if progress:

@@ -10,6 +10,9 @@ How a journal is written (same on PostgreSQL and SQLite):
    cached balances (and re-checks the running balance), a CHECK constraint keeps non-negative
    accounts non-negative, and on PostgreSQL a deferred trigger rejects at commit any journal
    whose postings do not sum to zero.
+On PostgreSQL steps 1-3 are one statement (`_POSTGRES_POST`: one round trip; outside a caller's
+transaction it is its own transaction), the trigger fills the running balances under the lock
+and the CHECK's refusal becomes InsufficientBalance. SQLite runs them one by one.
 Hot system accounts (`cached=False`) are never locked or updated, so deposits to different
 users run in parallel even though all of them debit the same node asset account.
 """
@@ -257,20 +260,113 @@ def _check_replay(journal: Journal, *, kind: str, legs: Sequence[Leg]) -> Journa
     return journal
 
 
-def _post_journal_in_transaction(
+def _raise_insufficient(legs: Sequence[Leg], error: Exception) -> None:
+    """The database refused a negative balance (CHECK `ledger_account_non_negative`, applied
+    by the posting trigger under the account's row lock). Name the account for the caller:
+    re-read the balances (after the rollback, so unlocked: informative only)."""
+    accounts = {
+        row[0]: row[1:]
+        for row in Account.objects.filter(
+            pk__in={leg.account.pk for leg in legs}, cached=True
+        ).values_list("pk", "balance_msat", "kind", "allow_negative", "code")
+    }
+    running = {account_id: state[0] for account_id, state in accounts.items()}
+    for leg in legs:
+        if leg.account.pk not in accounts:
+            continue
+        balance, kind, allow_negative, code = accounts[leg.account.pk]
+        running[leg.account.pk] += natural_sign(kind) * leg.amount_msat
+        if running[leg.account.pk] < 0 and not allow_negative:
+            raise InsufficientBalance(
+                "the balance is too low for this amount",
+                account=code,
+                balance_msat=balance,
+                required_msat=balance - running[leg.account.pk],
+            ) from error
+    raise InsufficientBalance("the balance is too low for this amount") from error
+
+
+# One statement, so one round trip (and, outside a caller's transaction, one implicit
+# transaction): insert the journal (a replay inserts nothing and waits on the unique index
+# for a concurrent first writer), lock the cached accounts in ascending id order (the
+# InitPlan runs before the first posting is inserted), then insert the postings in leg
+# order. The posting trigger applies each one to its cached balance under that lock and
+# fills the running balance; the CHECK refuses a negative balance; the deferred triggers
+# check the zero sum at commit.
+_POSTGRES_POST = """
+WITH j AS (
+    INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, reference_id,
+                                created_by_id, reverses_id, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+), locked AS MATERIALIZED (
+    SELECT a.id FROM ledger_account a
+     WHERE a.cached AND a.id = ANY(%s::bigint[]) AND EXISTS (SELECT 1 FROM j)
+     ORDER BY a.id
+       FOR UPDATE
+), inserted AS (
+    INSERT INTO ledger_posting (journal_id, account_id, amount_msat)
+    SELECT j.id, leg.account_id, leg.amount_msat
+      FROM j, unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY
+           AS leg(account_id, amount_msat, ord)
+     WHERE (SELECT count(*) FROM locked) >= 0
+     ORDER BY leg.ord
+    RETURNING 1
+)
+SELECT (SELECT id FROM j), (SELECT count(*) FROM inserted)
+"""
+
+
+def _post_postgresql(*, legs: Sequence[Leg], **journal_fields) -> int | None:
+    """PostgreSQL: the journal in one statement. Returns its id, or None for a replay."""
+    params = [
+        journal_fields["idempotency_key"],
+        journal_fields["kind"],
+        journal_fields["memo"],
+        journal_fields["reference"][0],
+        str(journal_fields["reference"][1]),
+        journal_fields["created_by"].pk if journal_fields["created_by"] else None,
+        journal_fields["reverses"].pk if journal_fields["reverses"] else None,
+        journal_fields["created_at"],
+        sorted({leg.account.pk for leg in legs}),
+        [leg.account.pk for leg in legs],
+        [leg.amount_msat for leg in legs],
+    ]
+
+    def execute() -> tuple[int | None, int]:
+        with connection.cursor() as cursor:
+            cursor.execute(_POSTGRES_POST, params)
+            return cursor.fetchone()
+
+    try:
+        if connection.in_atomic_block or not connection.get_autocommit():
+            with transaction.atomic():  # a savepoint inside the caller's transaction
+                journal_id, inserted = execute()
+        else:
+            journal_id, inserted = execute()  # autocommit: the statement is the transaction
+    except IntegrityError as error:
+        if "non_negative" in str(error):
+            _raise_insufficient(legs, error)
+        raise
+    if journal_id is not None and inserted != len(legs):  # pragma: no cover - defensive
+        raise AssertionError(f"journal {journal_id}: {inserted} of {len(legs)} postings written")
+    return journal_id
+
+
+def _post_portable(
     *,
+    legs: Sequence[Leg],
     idempotency_key: str,
     kind: str,
-    legs: Sequence[Leg],
-    memo: str = "",
-    reference: tuple[str, str] = ("", ""),
-    created_by: User | None = None,
-    reverses: Journal | None = None,
-) -> Journal:
-    legs = _normalized_legs(legs)
-    if not idempotency_key or len(idempotency_key) > 200:
-        raise InvalidPosting("idempotency key must be 1 to 200 characters")
-    now = timezone.now()
+    memo: str,
+    reference: tuple[str, str],
+    created_by: User | None,
+    reverses: Journal | None,
+    created_at,
+) -> int | None:
+    """SQLite (one writer at a time): the same steps as separate statements in one
+    transaction. Returns the journal id, or None for a replay."""
     with transaction.atomic():
         journal_id = _insert_journal(
             idempotency_key=idempotency_key,
@@ -279,12 +375,10 @@ def _post_journal_in_transaction(
             reference=reference,
             created_by=created_by,
             reverses=reverses,
-            created_at=now,
+            created_at=created_at,
         )
         if journal_id is None:
-            return _check_replay(
-                Journal.objects.get(idempotency_key=idempotency_key), kind=kind, legs=legs
-            )
+            return None
 
         locked = _lock_cached_accounts({leg.account.pk for leg in legs})
         running = {account_id: state[0] for account_id, state in locked.items()}
@@ -312,6 +406,40 @@ def _post_journal_in_transaction(
             if "non_negative" in str(error):
                 raise InsufficientBalance("the balance is too low for this amount") from error
             raise
+    return journal_id
+
+
+def _post_journal_in_transaction(
+    *,
+    idempotency_key: str,
+    kind: str,
+    legs: Sequence[Leg],
+    memo: str = "",
+    reference: tuple[str, str] = ("", ""),
+    created_by: User | None = None,
+    reverses: Journal | None = None,
+) -> Journal:
+    legs = _normalized_legs(legs)
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise InvalidPosting("idempotency key must be 1 to 200 characters")
+    now = timezone.now()
+    journal_fields = {
+        "idempotency_key": idempotency_key,
+        "kind": kind,
+        "memo": memo,
+        "reference": reference,
+        "created_by": created_by,
+        "reverses": reverses,
+        "created_at": now,
+    }
+    if connection.vendor == "postgresql":
+        journal_id = _post_postgresql(legs=legs, **journal_fields)
+    else:
+        journal_id = _post_portable(legs=legs, **journal_fields)
+    if journal_id is None:
+        return _check_replay(
+            Journal.objects.get(idempotency_key=idempotency_key), kind=kind, legs=legs
+        )
 
     journal = Journal(
         id=journal_id,
@@ -463,8 +591,10 @@ def pending_transfer_reserve(
 
 
 def _locked_pending(key: str) -> PendingTransfer:
+    # Lock the pending row only: FOR UPDATE over the join would also lock the shared holding
+    # account (withdrawals:in-flight) and serialize every post and void on it.
     return (
-        PendingTransfer.objects.select_for_update()
+        PendingTransfer.objects.select_for_update(of=("self",))
         .select_related("debit_account", "credit_account")
         .get(key=key)
     )
@@ -544,6 +674,146 @@ def pending_transfer_void(
             pending.resolved_at = timezone.now()
             pending.save(update_fields=["state", "resolve_journal", "resolved_at"])
         return pending
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPost:
+    """One pending transfer to post in `pending_transfers_post_many`."""
+
+    key: str
+    destinations: Sequence[tuple[Account, int]]
+    memo: str = ""
+
+
+def _insert_journals(
+    rows: list[tuple[str, str, str, str, str]], *, created_by: User | None, created_at
+) -> dict[str, int]:
+    """Insert journals (key, kind, memo, reference type, reference id) in one statement;
+    key -> id of those inserted (keys that already existed are replays, left out)."""
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, NULL, %s)"] * len(rows))
+    created = connection.ops.adapt_datetimefield_value(created_at)
+    creator = created_by.pk if created_by else None
+    params = [v for row in rows for v in (*row, creator, created)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, "
+            "reference_id, created_by_id, reverses_id, created_at) "
+            f"VALUES {values} ON CONFLICT (idempotency_key) DO NOTHING "
+            "RETURNING id, idempotency_key",
+            params,
+        )
+        return {key: journal_id for journal_id, key in cursor.fetchall()}
+
+
+@_retry_transient
+def pending_transfers_post_many(
+    *, posts: Sequence[PendingPost], kind: str, created_by: User | None = None
+) -> int:
+    """`pending_transfer_post` for many transfers at once (a batch job settling hundreds of
+    withdrawals), in one transaction and a constant number of statements whatever their
+    count: the same journals (`<key>:post`), the same checks, the same idempotency (an
+    already posted transfer is a replay and posts nothing; a voided one is refused). Locks:
+    the pending rows, then the cached accounts in ascending id order, as everywhere else.
+    Returns how many were posted now (replays not counted)."""
+    if not posts:
+        return 0
+    if len({post.key for post in posts}) != len(posts):
+        raise InvalidPosting("the same pending transfer is given twice")
+    for post in posts:
+        for _, amount in post.destinations:
+            if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+                raise InvalidPosting("destination amounts are non-negative integers of msat")
+    now = timezone.now()
+    with transaction.atomic():
+        pending = {
+            row.key: row
+            for row in PendingTransfer.objects.select_for_update(of=("self",))
+            .select_related("debit_account", "credit_account")
+            .filter(key__in=[post.key for post in posts])
+            .order_by("id")
+        }
+        planned: list[tuple[PendingPost, PendingTransfer, list[Leg]]] = []
+        for post in posts:
+            transfer_row = pending.get(post.key)
+            if transfer_row is None:
+                raise PendingTransfer.DoesNotExist(f"no pending transfer {post.key}")
+            if transfer_row.state == PendingTransferState.VOIDED:
+                raise PendingTransferResolved("this transfer was already voided", key=post.key)
+            total = sum(amount for _, amount in post.destinations)
+            if total > transfer_row.amount_msat:
+                raise InvalidPosting(
+                    "destinations exceed the reserved amount",
+                    key=post.key,
+                    reserved_msat=transfer_row.amount_msat,
+                    requested_msat=total,
+                )
+            legs = [Leg(transfer_row.credit_account, transfer_row.amount_msat)]
+            legs += [Leg(account, -amount) for account, amount in post.destinations if amount]
+            if transfer_row.amount_msat - total > 0:
+                legs.append(Leg(transfer_row.debit_account, -(transfer_row.amount_msat - total)))
+            planned.append((post, transfer_row, _normalized_legs(legs)))
+
+        inserted = _insert_journals(
+            [
+                (
+                    f"{post.key}:post",
+                    kind,
+                    post.memo,
+                    "ledger.pendingtransfer",
+                    str(row.pk),
+                )
+                for post, row, _ in planned
+            ],
+            created_by=created_by,
+            created_at=now,
+        )
+        for post, _, legs in planned:
+            if f"{post.key}:post" not in inserted:  # replay: must be the same movement
+                _check_replay(
+                    Journal.objects.get(idempotency_key=f"{post.key}:post"), kind=kind, legs=legs
+                )
+
+        fresh = [(post, row, legs) for post, row, legs in planned if f"{post.key}:post" in inserted]
+        locked = _lock_cached_accounts({leg.account.pk for _, _, legs in fresh for leg in legs})
+        running = {account_id: state[0] for account_id, state in locked.items()}
+        postings: list[tuple[int, int, int, int | None]] = []
+        for post, _, legs in fresh:
+            journal_id = inserted[f"{post.key}:post"]
+            for leg in legs:
+                account_id = leg.account.pk
+                if account_id not in locked:
+                    postings.append((journal_id, account_id, leg.amount_msat, None))
+                    continue
+                _, sign, allow_negative, code = locked[account_id]
+                balance = running[account_id] + sign * leg.amount_msat
+                if balance < 0 and not allow_negative:
+                    raise InsufficientBalance(
+                        "the balance is too low for this amount", account=code
+                    )
+                running[account_id] = balance
+                postings.append((journal_id, account_id, leg.amount_msat, balance))
+        for start in range(0, len(postings), 2000):  # bound the statement's parameters
+            _insert_postings(postings[start : start + 2000])
+
+        # Resolve the still-pending ones in one statement: each points at its `<key>:post`
+        # journal (inserted now, or by an earlier call if the state update was lost).
+        open_ids = [row.pk for _, row, _ in planned if row.state == PendingTransferState.PENDING]
+        for start in range(0, len(open_ids), 5000):
+            ids = open_ids[start : start + 5000]
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE ledger_pendingtransfer SET state = %s, resolved_at = %s, "
+                    "resolve_journal_id = (SELECT j.id FROM ledger_journal j "
+                    "WHERE j.idempotency_key = ledger_pendingtransfer.key || ':post') "
+                    f"WHERE state = %s AND id IN ({', '.join(['%s'] * len(ids))})",
+                    [
+                        PendingTransferState.POSTED,
+                        connection.ops.adapt_datetimefield_value(now),
+                        PendingTransferState.PENDING,
+                        *ids,
+                    ],
+                )
+        return len(fresh)
 
 
 # --- checkpoints of hot accounts -----------------------------------------------------------

@@ -119,6 +119,7 @@ class WithdrawalsView(ApiView):
             bolt11=body.validated_data["bolt11"],
             amount_msat=body.validated_data["amount_msat"],
             max_fee_msat=body.validated_data["max_fee_msat"],
+            idempotency_key=request.idempotency_key or "",
         )
         status = 202 if payment.status == PaymentStatus.PENDING else 201
         return Response(WithdrawalSerializer(_withdrawal_data(payment)).data, status=status)

@@ -128,9 +128,16 @@ def withdrawal_create(
     amount_msat: int | None = None,
     max_fee_msat: int | None = None,
     wait_s: float | None = None,
+    idempotency_key: str = "",
 ) -> Payment:
     """Pay a BOLT 11 invoice from the user's balance: internally when it is one of our own
-    open deposit invoices, else through a node. Returns the Payment, final or pending."""
+    open deposit invoices, else through a node. Returns the Payment, final or pending.
+    With an `idempotency_key`, a retry (even after a crash mid-request) returns the first
+    payment and moves nothing."""
+    if idempotency_key:
+        earlier = Payment.objects.filter(user=user, idempotency_key=idempotency_key).first()
+        if earlier is not None:
+            return earlier
     invoice = withdrawal_validate(user=user, bolt11=bolt11, amount_msat=amount_msat)
     ours = Invoice.objects.filter(payment_hash=invoice.payment_hash).select_related("user").first()
     if ours is not None:
@@ -143,11 +150,23 @@ def withdrawal_create(
     fee_reserve = (
         max_fee_msat if max_fee_msat is not None else default_fee_reserve_msat(invoice.amount_msat)
     )
-    payment = _reserve(user=user, invoice=invoice, fee_reserve_msat=fee_reserve)
+    try:
+        payment = _reserve(
+            user=user,
+            invoice=invoice,
+            fee_reserve_msat=fee_reserve,
+            idempotency_key=idempotency_key,
+        )
+    except IntegrityError as error:
+        if idempotency_key and "lightning_payment_idempotency" in str(error):
+            return Payment.objects.get(user=user, idempotency_key=idempotency_key)
+        raise
     return payment_send(payment=payment, wait_s=wait_s)
 
 
-def _reserve(*, user: User, invoice: ValidatedInvoice, fee_reserve_msat: int) -> Payment:
+def _reserve(
+    *, user: User, invoice: ValidatedInvoice, fee_reserve_msat: int, idempotency_key: str
+) -> Payment:
     try:
         with transaction.atomic():
             # Under the user's row lock, so concurrent withdrawals cannot pass the daily limit
@@ -165,6 +184,7 @@ def _reserve(*, user: User, invoice: ValidatedInvoice, fee_reserve_msat: int) ->
                 bolt11=invoice.bolt11,
                 amount_msat=invoice.amount_msat,
                 fee_reserve_msat=fee_reserve_msat,
+                idempotency_key=idempotency_key,
             )
             ledger.pending_transfer_reserve(
                 key=withdrawal_key(payment.pk),
@@ -391,7 +411,9 @@ def payments_track_pending(*, limit: int = 500) -> dict[str, int]:
 # --- internal payments -------------------------------------------------------------------
 
 
-def internal_payment(*, payer: User, invoice: Invoice, amount_msat: int, bolt11: str) -> Payment:
+def internal_payment(
+    *, payer: User, invoice: Invoice, amount_msat: int, bolt11: str, idempotency_key: str = ""
+) -> Payment:
     """Pay another user's open deposit invoice from the payer's balance: one journal payer →
     payee, no fee, no routing. The invoice is cancelled on its node first, so an outside
     payer can no longer pay it too."""
@@ -431,6 +453,7 @@ def internal_payment(*, payer: User, invoice: Invoice, amount_msat: int, bolt11:
             amount_msat=amount_msat,
             fee_msat=0,
             internal=True,
+            idempotency_key=idempotency_key,
             status=PaymentStatus.SUCCEEDED,
             resolved_at=timezone.now(),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+
 # name -> (function path, interval in minutes)
 SCHEDULES: dict[str, tuple[str, int]] = {
     "poll open invoices": ("lightning.tasks.poll_open_invoices", 1),
@@ -9,6 +11,14 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "snapshot nodes": ("lightning.tasks.snapshot_nodes", 5),
     "checkpoint hot accounts": ("lightning.tasks.checkpoint_hot_accounts", 1),
     "reconcile ledger": ("lightning.tasks.reconcile_ledger", 60),
+    "batch on-chain withdrawals": (
+        "onchain.tasks.batch_withdrawals",
+        settings.ONCHAIN_BATCH_INTERVAL_MIN,
+    ),
+    "scan on-chain deposits": (
+        "onchain.tasks.scan_deposits",
+        settings.ONCHAIN_DEPOSIT_SCAN_INTERVAL_MIN,
+    ),
 }
 
 

@@ -8,3 +8,6 @@ os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789abcdefghijk
 from config.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
+
+# whitenoise warns on every request when STATIC_ROOT does not exist (no collectstatic in tests)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405

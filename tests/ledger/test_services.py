@@ -1,6 +1,8 @@
 import pytest
+from django.db import connection
 
 from ledger import selectors, services
+from ledger.checks import run_checks
 from ledger.errors import (
     AlreadyReversed,
     IdempotencyConflict,
@@ -196,3 +198,63 @@ def test_hot_account_checkpoint_keeps_balance(funded, node_account):
     services.hot_account_checkpoint()
     assert node_account.checkpoint.balance_msat == 3_000
     assert Posting.objects.filter(account=node_account).count() == 2
+
+
+@pytest.mark.parametrize(
+    "own_transaction", [False, True], ids=["in-caller-transaction", "autocommit"]
+)
+def test_overdraft_outside_and_inside_a_transaction(request, funded, own_transaction):
+    """On PostgreSQL a journal is one statement: in autocommit it is its own transaction, in a
+    caller's transaction a savepoint. Either way an overdraft writes nothing and names the
+    account and its balance."""
+    if own_transaction:
+        if connection.vendor != "postgresql":
+            pytest.skip("autocommit path is PostgreSQL's")
+        request.getfixturevalue("transactional_db")
+    (payer, payer_account), (_, payee_account) = funded(700), funded(0)
+    journals_before = Journal.objects.count()
+    with pytest.raises(InsufficientBalance) as raised:
+        services.transfer(
+            idempotency_key="overdraft-2",
+            kind="transfer",
+            debit=payer_account,
+            credit=payee_account,
+            amount_msat=900,
+        )
+    assert raised.value.details == {
+        "account": payer_account.code,
+        "balance_msat": 700,
+        "required_msat": 900,
+    }
+    assert Journal.objects.count() == journals_before
+    assert selectors.user_balance_msat(user=payer) == 700
+    # the key was not burnt: the same key posts once the money is there
+    services.transfer(
+        idempotency_key="overdraft-2",
+        kind="transfer",
+        debit=payer_account,
+        credit=payee_account,
+        amount_msat=700,
+    )
+    assert selectors.user_balance_msat(user=payer) == 0
+
+
+def test_journal_touching_one_account_twice_keeps_running_balances(funded, node_account):
+    user, account = funded(1_000)
+    journal = services.journal_post(
+        idempotency_key="twice",
+        kind="adjust",
+        legs=[Leg(node_account, 500), Leg(account, -300), Leg(account, -200)],
+    )
+    lines = list(Posting.objects.filter(journal=journal, account=account).order_by("id"))
+    assert [posting.balance_after_msat for posting in lines] == [1_300, 1_500]
+    assert selectors.user_balance_msat(user=user) == 1_500
+    # a debit that overdraws midway is refused even if a later credit would cover it
+    with pytest.raises(InsufficientBalance):
+        services.journal_post(
+            idempotency_key="midway",
+            kind="adjust",
+            legs=[Leg(account, 2_000), Leg(account, -600), Leg(node_account, -1_400)],
+        )
+    assert selectors.user_balance_msat(user=user) == 1_500
+    assert run_checks().ok

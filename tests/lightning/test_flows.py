@@ -2,8 +2,12 @@
 failures, hung payments, failover. The ledger's invariants are checked after each scenario."""
 
 import hashlib
+import time
+from datetime import timedelta
 
 import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from ledger.checks import run_checks
 from ledger.errors import InsufficientBalance
@@ -175,15 +179,62 @@ def test_hung_withdrawal_that_finally_fails_is_refunded(make_user, world):
 
 
 def test_fee_limit_given_to_node_never_exceeds_reserve(make_user, world):
-    """The node refuses a route dearer than the reserve; the user is never overdrawn by fees."""
+    """The node gets the reserve as its fee limit: a route dearer than that (the simulated
+    network charges 500 msat + 1000 ppm) is refused by the node, not paid and charged."""
     user = make_user()
     fund(user, world, 100_000)
-    payment = withdrawal_create(user=user, bolt11=world.invoice(99_000), max_fee_msat=0)
-    if payment.status == PaymentStatus.SUCCEEDED:
-        assert payment.fee_msat == 0
-    else:
-        assert payment.status == PaymentStatus.FAILED
-    assert user_balance_msat(user=user) >= 0
+    payment = withdrawal_create(user=user, bolt11=world.invoice(50_000), max_fee_msat=549)
+    assert payment.status == PaymentStatus.FAILED
+    assert payment.failure_reason == "fee_exceeds_limit"
+    assert user_balance_msat(user=user) == 100_000
+    exact = withdrawal_create(user=user, bolt11=world.invoice(50_000), max_fee_msat=550)
+    assert exact.status == PaymentStatus.SUCCEEDED and exact.fee_msat == 550
+    assert user_balance_msat(user=user) == 100_000 - 50_550
+
+
+def test_tracker_has_no_age_cut_off(make_user, world):
+    """A payment pending for two months is still asked about, never failed for its age."""
+    user = make_user()
+    fund(user, world, 200_000)
+    world.hang_next()
+    payment = withdrawal_create(
+        user=user, bolt11=world.invoice(100_000), max_fee_msat=2_000, wait_s=0.2
+    )
+    long_ago = timezone.now() - timedelta(days=60)
+    Payment.objects.filter(pk=payment.pk).update(created_at=long_ago, sent_at=long_ago)
+    payments_track_pending()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PENDING
+    world.resolve(succeed=True)
+    payments_track_pending()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+
+
+def test_payment_hash_is_unique_across_the_service(make_user, alpha):
+    """Another user's invoice with a hash we already issued is refused by the database."""
+    first = deposit_create(user=make_user(), amount_msat=1_000)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Invoice.objects.create(
+            payment_hash=first.payment_hash,
+            node=alpha,
+            user=make_user(),
+            bolt11=first.bolt11,
+            label="another-label",
+            amount_msat=1_000,
+            expires_at=first.expires_at,
+        )
+
+
+def test_expired_deposit_is_marked_expired_and_cannot_be_paid(make_user, world, settings):
+    settings.DEPOSIT_INVOICE_EXPIRY_S = 1
+    invoice = deposit_create(user=make_user(), amount_msat=1_000)
+    time.sleep(1.2)
+    assert invoices_poll_open()["expired"] == 1
+    invoice.refresh_from_db()
+    assert invoice.status == DepositStatus.EXPIRED
+    with pytest.raises(Exception):  # noqa: B017 - the outside payer's refusal
+        world.pay(invoice.bolt11)
 
 
 def test_withdrawal_fails_over_when_first_node_is_down(make_user, world, beta_world, alpha, beta):
@@ -322,3 +373,19 @@ def test_internal_payment_of_an_invoice_already_paid_from_outside(make_user, wor
         withdrawal_create(user=payer, bolt11=invoice.bolt11)
     assert user_balance_msat(user=payer) == 100_000
     assert user_balance_msat(user=payee) == 10_000
+
+
+def test_daily_limit_is_shared_with_onchain_withdrawals(make_user, world, settings):
+    from onchain.services import withdrawal_request
+    from tests.onchain.wallet import random_address
+
+    settings.WITHDRAWAL_DAILY_MAX_MSAT = 60_000_000
+    user = make_user()
+    fund(user, world, 200_000_000)
+    withdrawal_request(user=user, address=random_address(), amount_sat=50_000)
+    with pytest.raises(errors.LimitExceeded):
+        withdrawal_create(user=user, bolt11=world.invoice(10_000_001))
+    assert (
+        withdrawal_create(user=user, bolt11=world.invoice(9_000_000)).status
+        == PaymentStatus.SUCCEEDED
+    )
