@@ -561,12 +561,22 @@ def _mark_broadcast(rows: list[tuple[int, int, int]]) -> None:
 
 def _find_on_node(batch: Batch, backend: base.LightningBackend) -> base.OnchainTransaction | None:
     """The batch's transaction, by label, else by its exact outputs among the wallet's
-    transactions (a backend that lost or never kept the label)."""
+    transactions (a backend that lost or never kept the label). A transaction another batch
+    already recorded is never this one: a user withdrawing the same amount to the same
+    address again makes a later batch whose outputs an earlier transaction also pays."""
     tx = backend.lookup_transaction(label=batch.label)
     if tx is not None:
         return tx
     wanted = Counter((address, amount) for address, amount in _outputs(batch))
-    for candidate in backend.list_transactions():
+    candidates = backend.list_transactions()
+    taken: set[str] = set()
+    for chunk in _chunks([c.txid for c in candidates], 1000):
+        taken.update(
+            Batch.objects.filter(txid__in=chunk).exclude(pk=batch.pk).values_list("txid", flat=True)
+        )
+    for candidate in candidates:
+        if candidate.txid in taken:
+            continue
         paid = Counter((output.address, output.amount_sat) for output in candidate.outputs)
         if all(paid[output] >= count for output, count in wanted.items()):
             logger.error("batch %s: found by its outputs, not its label", batch.pk)

@@ -729,10 +729,15 @@ class ClnBackend(LightningBackend):
                 raise NodeRejected(exc.message, reason="invalid_address") from None
             raise
         txid = sent["txid"]
-        # Best effort: lookup_transaction(label=) still finds it by its outputs.
+        # Broadcast: from here on nothing may raise (an error would read as "nothing was
+        # sent" and the outputs would be paid again); the details are best effort.
+        # lookup_transaction(label=) still finds it by its outputs without the txid record.
         with contextlib.suppress(LightningError):
             self._ds_put({**intent, "txid": txid}, "sendmany", label)
-        found = self.lookup_transaction(txid=txid)
+        try:
+            found = self.lookup_transaction(txid=txid)
+        except LightningError:
+            found = None
         if found is not None:
             return OnchainTransaction(
                 txid=found.txid,
@@ -742,7 +747,13 @@ class ClnBackend(LightningBackend):
                 outputs=found.outputs,
                 block_height=found.block_height,
             )
-        return OnchainTransaction(txid=txid, confirmations=0, fee_sat=None, label=label)
+        return OnchainTransaction(
+            txid=txid,
+            confirmations=0,
+            fee_sat=None,
+            label=label,
+            outputs=tuple(OnchainOutput(address=a, amount_sat=v) for a, v in outputs),
+        )
 
     def _wallet_transactions(self) -> list[OnchainTransaction]:
         tip = int(self._call("getinfo").get("blockheight", 0))

@@ -443,13 +443,20 @@ class FakeLndNode:
             return self._address()
 
     def check_address(self, address: str) -> str | None:
-        """LND's error text for an unusable address, or None."""
-        hrp = EMBIT_NETWORKS[EMBIT_NETWORK[self.network]]["bech32"]
+        """LND's error text for an unusable address, or None. Base58 (P2PKH, P2SH) and
+        bech32/bech32m addresses of the node's network are usable, as in LND."""
+        network = EMBIT_NETWORKS[EMBIT_NETWORK[self.network]]
         try:
-            script.address_to_scriptpubkey(address)
+            decoded = script.address_to_scriptpubkey(address)
         except Exception:
             return f"invalid address {address}"
-        if not address.lower().startswith(hrp + "1"):
+        lowered = address.lower()
+        canonical = lowered if lowered.startswith(network["bech32"] + "1") else address
+        try:
+            same = decoded.address(network) == canonical
+        except Exception:
+            same = False
+        if not same:
             return f"address {address} is not valid for network {self.network}"
         return None
 

@@ -400,6 +400,24 @@ def test_send_many_broadcast_not_happened_is_none(backend, world):
     assert backend.lookup_transaction(label="never-1").txid == sent.txid
 
 
+def test_send_many_reports_the_txid_when_the_node_goes_away_after_broadcasting(backend, world):
+    # The details read after multiwithdraw fail: the txid is still the answer (raising would
+    # tell the caller nothing was sent, and it would pay the outputs again).
+    address = backend.new_address()
+    multiwithdraw = world.rpc_multiwithdraw
+
+    def then_gone(**params):
+        result = multiwithdraw(**params)
+        world.hooks.drop_before.update({"datastore", "getinfo"})
+        return result
+
+    world.rpc_multiwithdraw = then_gone
+    sent = backend.send_many(outputs=[(address, 8_000)], target_conf=6, label="gone-1")
+    assert sent.txid in world.txs and sent.label == "gone-1" and sent.fee_sat is None
+    assert [(o.address, o.amount_sat) for o in sent.outputs] == [(address, 8_000)]
+    assert backend.lookup_transaction(label="gone-1").txid == sent.txid
+
+
 def test_balances_follow_payments_and_chain(backend, world):
     before = backend.get_balances()
     created = backend.create_invoice(amount_msat=50_000, memo="b", expiry_s=600, label="bal-1")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from datetime import UTC, datetime, timedelta
 
+import bolt11 as bolt11_package
 import pytest
 from bech32 import bech32_decode, bech32_encode
+from bolt11.models.features import Feature, Features, FeatureState
+from bolt11.models.tags import TagChar, Tags
 
 from lightning.backends.base import Network
 from lightning.errors import InvalidInvoice, InvoiceExpired, WrongNetwork
@@ -275,3 +279,51 @@ def test_random_keys_roundtrip():
         key = os.urandom(32)
         decoded = decode_bolt11(sign(private_key=key), network=Network.REGTEST)
         assert decoded.payee == pubkey_of(key)
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_our_encoder_writes_the_same_fields_as_the_bolt11_package(case):
+    """sign_bolt11 writes the data part itself (speed); the bolt11 package is the oracle."""
+    key = secrets.token_bytes(32)
+    payment_hash, payment_secret = secrets.token_hex(32), secrets.token_hex(32)
+    description_hash = hashlib.sha256(b"lnurl").digest() if case % 3 == 0 else None
+    description = "é" * case + "coffee"
+    include_payee = case % 2 == 1
+    moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=case * 1_000_003)
+    ours = sign_bolt11(
+        private_key=key,
+        network=Network.REGTEST,
+        payment_hash=payment_hash,
+        payment_secret=payment_secret,
+        amount_msat=None,
+        expiry_s=60 + case * 997,
+        description=description,
+        description_hash=description_hash,
+        created_at=moment,
+        include_payee=include_payee,
+    )
+    tags = Tags()
+    tags.add(TagChar.payment_hash, payment_hash)
+    tags.add(TagChar.payment_secret, payment_secret)
+    if description_hash:
+        tags.add(TagChar.description_hash, description_hash.hex())
+    else:
+        tags.add(TagChar.description, description)
+    tags.add(TagChar.expire_time, 60 + case * 997)
+    tags.add(TagChar.min_final_cltv_expiry, 18)
+    required = FeatureState.required
+    tags.add(
+        TagChar.features,
+        Features.from_feature_list(
+            {Feature.var_onion_optin: required, Feature.payment_secret: required}
+        ),
+    )
+    if include_payee:
+        tags.add(TagChar.payee, pubkey_of(key))
+    theirs = bolt11_package.encode(
+        bolt11_package.Bolt11(currency="bcrt", date=int(moment.timestamp()), tags=tags),
+        key.hex(),
+        keep_payee=include_payee,
+    )
+    assert bech32_decode(ours)[1][:-104] == bech32_decode(theirs)[1][:-104]
+    assert decode_bolt11(ours, network=Network.REGTEST).payment_hash == payment_hash

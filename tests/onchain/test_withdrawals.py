@@ -353,6 +353,35 @@ def test_crash_found_by_outputs_when_the_label_is_lost(funded_user, use_wallet, 
     assert len(use_wallet.sends) == 1
 
 
+def test_search_by_outputs_skips_an_earlier_batch_paying_the_same(
+    funded_user, use_wallet, settings, ledger_ok
+):
+    # The same user sends the same amount to the same address twice; the second send never
+    # reaches the node. The first batch's transaction pays exactly the second one's outputs:
+    # taking it would record the second withdrawal as sent (and break the unique txid).
+    user = funded_user(100_000_000)
+    address = random_address()
+    services.withdrawal_request(user=user, address=address, amount_sat=10_000)
+    services.batch_round()
+    first = Batch.objects.get()
+    second = services.withdrawal_request(user=user, address=address, amount_sat=10_000)
+    use_wallet.next_error = base.OutcomeUnknown("timeout before anything was sent")
+    services.batch_round()
+    lost = Batch.objects.exclude(pk=first.pk).get()
+    assert lost.status == "created" and len(use_wallet.sends) == 1
+    report = services.batch_round()
+    assert not report.recovered
+    Batch.objects.filter(pk=lost.pk).update(
+        sent_at=timezone.now() - timedelta(seconds=settings.ONCHAIN_RESEND_AFTER_S + 1)
+    )
+    report = services.batch_round()
+    lost.refresh_from_db()
+    second.refresh_from_db()
+    assert report.sent == [lost.pk] and len(use_wallet.sends) == 2
+    assert lost.txid == use_wallet.order[1] != first.txid and second.status == "broadcast"
+    ledger_ok()
+
+
 def test_not_found_is_resent_only_after_the_wait(funded_user, use_wallet, settings, ledger_ok):
     withdrawal = request(funded_user(100_000_000))
     use_wallet.next_error = base.OutcomeUnknown("timeout before anything was sent")
