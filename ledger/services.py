@@ -260,29 +260,51 @@ def _check_replay(journal: Journal, *, kind: str, legs: Sequence[Leg]) -> Journa
     return journal
 
 
+def _postings_with_running_balances(
+    journal_id: int,
+    legs: Sequence[Leg],
+    locked: dict[int, tuple[int, int, bool, str]],
+    running: dict[int, int],
+) -> list[tuple[int, int, int, int | None]]:
+    """Posting rows (journal, account, amount, running balance) for `legs`, applying each to
+    `running` (the balances of the cached accounts in `locked`, updated in place). Raises
+    InsufficientBalance, naming the account, at the first leg that would overdraw one."""
+    rows: list[tuple[int, int, int, int | None]] = []
+    for leg in legs:
+        account_id = leg.account.pk
+        if account_id not in locked:
+            rows.append((journal_id, account_id, leg.amount_msat, None))
+            continue
+        _, sign, allow_negative, code = locked[account_id]
+        before = running[account_id]
+        after = before + sign * leg.amount_msat
+        if after < 0 and not allow_negative:
+            raise InsufficientBalance(
+                "the balance is too low for this amount",
+                account=code,
+                balance_msat=before,
+                required_msat=before - after,
+            )
+        running[account_id] = after
+        rows.append((journal_id, account_id, leg.amount_msat, after))
+    return rows
+
+
 def _raise_insufficient(legs: Sequence[Leg], error: Exception) -> None:
     """The database refused a negative balance (CHECK `ledger_account_non_negative`, applied
     by the posting trigger under the account's row lock). Name the account for the caller:
     re-read the balances (after the rollback, so unlocked: informative only)."""
     accounts = {
-        row[0]: row[1:]
-        for row in Account.objects.filter(
+        account_id: (balance, natural_sign(kind), allow_negative, code)
+        for account_id, balance, kind, allow_negative, code in Account.objects.filter(
             pk__in={leg.account.pk for leg in legs}, cached=True
         ).values_list("pk", "balance_msat", "kind", "allow_negative", "code")
     }
     running = {account_id: state[0] for account_id, state in accounts.items()}
-    for leg in legs:
-        if leg.account.pk not in accounts:
-            continue
-        balance, kind, allow_negative, code = accounts[leg.account.pk]
-        running[leg.account.pk] += natural_sign(kind) * leg.amount_msat
-        if running[leg.account.pk] < 0 and not allow_negative:
-            raise InsufficientBalance(
-                "the balance is too low for this amount",
-                account=code,
-                balance_msat=balance,
-                required_msat=balance - running[leg.account.pk],
-            ) from error
+    try:
+        _postings_with_running_balances(0, legs, accounts, running)
+    except InsufficientBalance as named:
+        raise named from error
     raise InsufficientBalance("the balance is too low for this amount") from error
 
 
@@ -382,23 +404,7 @@ def _post_portable(
 
         locked = _lock_cached_accounts({leg.account.pk for leg in legs})
         running = {account_id: state[0] for account_id, state in locked.items()}
-        rows: list[tuple[int, int, int, int | None]] = []
-        for leg in legs:
-            account_id = leg.account.pk
-            if account_id not in locked:
-                rows.append((journal_id, account_id, leg.amount_msat, None))
-                continue
-            balance, sign, allow_negative, code = locked[account_id]
-            new_balance = running[account_id] + sign * leg.amount_msat
-            if new_balance < 0 and not allow_negative:
-                raise InsufficientBalance(
-                    "the balance is too low for this amount",
-                    account=code,
-                    balance_msat=balance,
-                    required_msat=balance - new_balance,
-                )
-            running[account_id] = new_balance
-            rows.append((journal_id, account_id, leg.amount_msat, new_balance))
+        rows = _postings_with_running_balances(journal_id, legs, locked, running)
         try:
             _insert_postings(rows)
         except IntegrityError as error:
@@ -600,6 +606,35 @@ def _locked_pending(key: str) -> PendingTransfer:
     )
 
 
+def _check_destination_amounts(destinations: Sequence[tuple[Account, int]]) -> None:
+    for _, amount in destinations:
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+            raise InvalidPosting("destination amounts are non-negative integers of msat")
+
+
+def _posting_legs(
+    pending: PendingTransfer, destinations: Sequence[tuple[Account, int]]
+) -> list[Leg]:
+    """The legs that post `pending`: the holding account gives up the whole reservation, each
+    destination gets its amount, the origin gets back what is left. Refused for a voided
+    transfer or destinations over the reservation."""
+    if pending.state == PendingTransferState.VOIDED:
+        raise PendingTransferResolved("this transfer was already voided", key=pending.key)
+    total = sum(amount for _, amount in destinations)
+    if total > pending.amount_msat:
+        raise InvalidPosting(
+            "destinations exceed the reserved amount",
+            key=pending.key,
+            reserved_msat=pending.amount_msat,
+            requested_msat=total,
+        )
+    legs = [Leg(pending.credit_account, pending.amount_msat)]
+    legs += [Leg(account, -amount) for account, amount in destinations if amount > 0]
+    if pending.amount_msat - total > 0:
+        legs.append(Leg(pending.debit_account, -(pending.amount_msat - total)))
+    return legs
+
+
 @_retry_transient
 def pending_transfer_post(
     *,
@@ -612,25 +647,10 @@ def pending_transfer_post(
     """Phase two, success: credit each destination from the holding account and return the
     unused rest of the reservation to the origin, in one journal. Idempotent; refused if the
     transfer was voided."""
-    amounts = [amount for _, amount in destinations]
-    for amount in amounts:
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-            raise InvalidPosting("destination amounts are non-negative integers of msat")
+    _check_destination_amounts(destinations)
     with transaction.atomic():
         pending = _locked_pending(key)
-        if pending.state == PendingTransferState.VOIDED:
-            raise PendingTransferResolved("this transfer was already voided", key=key)
-        total = sum(amounts)
-        if total > pending.amount_msat:
-            raise InvalidPosting(
-                "destinations exceed the reserved amount",
-                reserved_msat=pending.amount_msat,
-                requested_msat=total,
-            )
-        legs = [Leg(pending.credit_account, pending.amount_msat)]
-        legs += [Leg(account, -amount) for account, amount in destinations if amount > 0]
-        if pending.amount_msat - total > 0:
-            legs.append(Leg(pending.debit_account, -(pending.amount_msat - total)))
+        legs = _posting_legs(pending, destinations)
         journal = _post_journal_in_transaction(
             idempotency_key=f"{key}:post",
             kind=kind,
@@ -720,9 +740,7 @@ def pending_transfers_post_many(
     if len({post.key for post in posts}) != len(posts):
         raise InvalidPosting("the same pending transfer is given twice")
     for post in posts:
-        for _, amount in post.destinations:
-            if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-                raise InvalidPosting("destination amounts are non-negative integers of msat")
+        _check_destination_amounts(post.destinations)
     now = timezone.now()
     with transaction.atomic():
         pending = {
@@ -737,20 +755,7 @@ def pending_transfers_post_many(
             transfer_row = pending.get(post.key)
             if transfer_row is None:
                 raise PendingTransfer.DoesNotExist(f"no pending transfer {post.key}")
-            if transfer_row.state == PendingTransferState.VOIDED:
-                raise PendingTransferResolved("this transfer was already voided", key=post.key)
-            total = sum(amount for _, amount in post.destinations)
-            if total > transfer_row.amount_msat:
-                raise InvalidPosting(
-                    "destinations exceed the reserved amount",
-                    key=post.key,
-                    reserved_msat=transfer_row.amount_msat,
-                    requested_msat=total,
-                )
-            legs = [Leg(transfer_row.credit_account, transfer_row.amount_msat)]
-            legs += [Leg(account, -amount) for account, amount in post.destinations if amount]
-            if transfer_row.amount_msat - total > 0:
-                legs.append(Leg(transfer_row.debit_account, -(transfer_row.amount_msat - total)))
+            legs = _posting_legs(transfer_row, post.destinations)
             planned.append((post, transfer_row, _normalized_legs(legs)))
 
         inserted = _insert_journals(
@@ -779,19 +784,7 @@ def pending_transfers_post_many(
         postings: list[tuple[int, int, int, int | None]] = []
         for post, _, legs in fresh:
             journal_id = inserted[f"{post.key}:post"]
-            for leg in legs:
-                account_id = leg.account.pk
-                if account_id not in locked:
-                    postings.append((journal_id, account_id, leg.amount_msat, None))
-                    continue
-                _, sign, allow_negative, code = locked[account_id]
-                balance = running[account_id] + sign * leg.amount_msat
-                if balance < 0 and not allow_negative:
-                    raise InsufficientBalance(
-                        "the balance is too low for this amount", account=code
-                    )
-                running[account_id] = balance
-                postings.append((journal_id, account_id, leg.amount_msat, balance))
+            postings += _postings_with_running_balances(journal_id, legs, locked, running)
         for start in range(0, len(postings), 2000):  # bound the statement's parameters
             _insert_postings(postings[start : start + 2000])
 
