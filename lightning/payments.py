@@ -37,7 +37,7 @@ from lightning.errors import (
     LimitExceeded,
     OwnInvoice,
 )
-from lightning.invoices import decode_bolt11
+from lightning.invoices import decode_bolt11, ensure_not_expired, normalize_bolt11
 from lightning.models import Invoice, InvoiceStatus, Node, Payment, PaymentStatus
 from lightning.nodes import (
     NoNodeAvailable,
@@ -82,8 +82,7 @@ class ValidatedInvoice:
 def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> ValidatedInvoice:
     """Everything that can be checked without money or a node. Raises a FlowError."""
     decoded = decode_bolt11(bolt11, network=configured_network())
-    if decoded.expires_at <= timezone.now():
-        raise InvoiceExpired("this invoice has expired", expired_at=decoded.expires_at.isoformat())
+    ensure_not_expired(decoded)
     if decoded.amount_msat is None:
         if amount_msat is None:
             raise AmountRequired("this invoice has no amount: give amount_msat")
@@ -113,8 +112,9 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
     ).exists():
         raise AlreadyPaid("this invoice has already been paid")
+    # The canonical form (no `lightning:` prefix, lower case) is what reaches the node.
     return ValidatedInvoice(
-        bolt11=bolt11.strip(), payment_hash=decoded.payment_hash, amount_msat=amount
+        bolt11=normalize_bolt11(bolt11), payment_hash=decoded.payment_hash, amount_msat=amount
     )
 
 
@@ -482,11 +482,3 @@ def internal_payment(
             ]
         )
         return payment
-
-
-def payment_reservation_state(*, payment: Payment) -> str | None:
-    """State of the ledger reservation behind a payment (for checks and the admin)."""
-    from ledger.models import PendingTransfer
-
-    pending = PendingTransfer.objects.filter(key=withdrawal_key(payment.pk)).first()
-    return pending.state if pending else None

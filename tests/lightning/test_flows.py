@@ -389,3 +389,12 @@ def test_daily_limit_is_shared_with_onchain_withdrawals(make_user, world, settin
         withdrawal_create(user=user, bolt11=world.invoice(9_000_000)).status
         == PaymentStatus.SUCCEEDED
     )
+
+
+def test_invoice_with_uri_prefix_and_upper_case_is_paid_in_canonical_form(make_user, world):
+    user = make_user()
+    fund(user, world, 100_000)
+    bolt11 = world.invoice(10_000)
+    payment = withdrawal_create(user=user, bolt11=f"  lightning:{bolt11.upper()} ")
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.bolt11 == bolt11
