@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -134,6 +134,19 @@ def node_asset_account_get_or_create(*, node_name: str, rail: str = "lightning")
         code=node_account_code(node_name=node_name, rail=rail),
         kind=AccountKind.ASSET,
         name=f"Node {node_name} ({rail})",
+    )
+
+
+def user_accounts_lock(*, user_ids: Iterable[int]) -> None:
+    """Lock these users' balance rows until the end of the caller's transaction, in the
+    ledger's lock order (ascending account id), so a check can hold under the same lock the
+    ledger takes to post (a daily limit), and a caller posting several journals in one
+    transaction cannot lock the same users in another order and deadlock."""
+    list(
+        Account.objects.select_for_update()
+        .filter(owner_id__in=set(user_ids), cached=True)
+        .order_by("id")
+        .values_list("id", flat=True)
     )
 
 

@@ -26,7 +26,6 @@ from django.utils import timezone
 from accounts.selectors import daily_withdrawn_msat, limits_for
 from ledger import services as ledger
 from ledger.errors import InsufficientBalance
-from ledger.models import Account
 from lightning.backends import base
 from lightning.errors import (
     AlreadyPaid,
@@ -171,7 +170,7 @@ def _reserve(
         with transaction.atomic():
             # Under the user's row lock, so concurrent withdrawals cannot pass the daily limit
             # together (the ledger takes the same lock again below).
-            Account.objects.select_for_update().filter(code=ledger.user_account_code(user)).first()
+            ledger.user_accounts_lock(user_ids={user.pk})
             daily = limits_for(user).daily_withdrawal_msat
             if daily_withdrawn_msat(user=user) + invoice.amount_msat > daily:
                 raise LimitExceeded(

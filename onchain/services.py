@@ -139,7 +139,7 @@ def withdrawal_request(
         with transaction.atomic():
             # Under the user's row lock, so concurrent requests cannot pass the daily limit
             # together (the ledger takes the same lock again to reserve).
-            Account.objects.select_for_update().filter(pk=user_account.pk).first()
+            ledger.user_accounts_lock(user_ids={user.pk})
             # Lightning and on-chain withdrawals share the rolling 24-hour limit.
             withdrawn = daily_withdrawn_msat(user=user)
             if withdrawn + amount_msat > limits.daily_withdrawal_msat:
@@ -388,18 +388,6 @@ def _send(*, batch: Batch, expected_sent_at, report: RoundReport) -> str:
     return "broadcast"
 
 
-def _lock_user_accounts(*, user_ids: set[int]) -> None:
-    """Lock these users' balance rows in ascending id order, the ledger's lock order, before
-    posting several journals in one transaction: journal by journal, two workers posting
-    different batches would lock the same users in different orders and deadlock."""
-    list(
-        Account.objects.select_for_update()
-        .filter(owner_id__in=user_ids, cached=True)
-        .order_by("id")
-        .values_list("id", flat=True)
-    )
-
-
 def _fail_batch(*, batch: Batch, reason: str, count: bool) -> None:
     """The node proved nothing was sent: the batch fails, its requests go back to the queue
     (or, after too many refusals, fail and are refunded)."""
@@ -419,7 +407,7 @@ def _fail_batch(*, batch: Batch, reason: str, count: bool) -> None:
             members.filter(attempts__gte=settings.ONCHAIN_MAX_ATTEMPTS).values_list("id", flat=True)
         )
         if exhausted:
-            _lock_user_accounts(
+            ledger.user_accounts_lock(
                 user_ids=set(members.filter(id__in=exhausted).values_list("user_id", flat=True))
             )
         for withdrawal_id in exhausted:
@@ -688,11 +676,11 @@ def deposit_address_get(*, user: User) -> DepositAddress:
         break
     else:
         raise NoNodeAvailable("no on-chain node can give an address right now")
-    account = ledger.user_account_get_or_create(user=user)
+    ledger.user_account_get_or_create(user=user)  # the row the lock below takes
     with transaction.atomic():
         # Under the user's row lock: two requests at once hand out one address (the other
         # fresh address just stays unused in the node's wallet).
-        Account.objects.select_for_update().filter(pk=account.pk).first()
+        ledger.user_accounts_lock(user_ids={user.pk})
         if (existing := unused()) is not None:
             return existing
         return DepositAddress.objects.create(user=user, node=node, address=address)
