@@ -90,8 +90,9 @@ class ScopeRequired(exceptions.PermissionDenied):
     default_code = "scope_required"
 
     def __init__(self, scope: str) -> None:
+        scope = str(scope)  # the plain value, not an ApiScope member's repr
         super().__init__(
-            detail=f"This API key lacks the {scope!r} scope needed here.", code="scope_required"
+            detail=f"This API key lacks the '{scope}' scope needed here.", code="scope_required"
         )
         self.scope = scope
 

@@ -187,6 +187,7 @@ def test_missing_scope(payer, issue_key):
     error = error_of(response)
     assert error["code"] == "scope_required"
     assert error["details"] == {"required_scope": "send"}
+    assert error["message"] == "This API key lacks the 'send' scope needed here."
     assert_nothing_done(payer)
 
 
