@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet, Sum
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiKey, User, UserLimits
 from accounts.services import api_key_hash
+from config.sqlrows import ModelColumns
 from ledger.models import Journal
 from ledger.selectors import StatementLine, account_statement, user_account
-from lightning.models import Payment, PaymentStatus
+from lightning.models import LIVE_PAYMENT_STATUSES, Payment, PaymentStatus
 
 DAILY_WINDOW = timedelta(hours=24)
 _API_KEY_RE = re.compile(r"sl_[0-9a-f]{8}_[A-Za-z0-9_-]{20,100}")
@@ -37,10 +39,27 @@ def api_key_for_plaintext(plaintext: str) -> ApiKey | None:
     if not _API_KEY_RE.fullmatch(plaintext):
         return None
     digest = api_key_hash(plaintext)
-    api_key = ApiKey.objects.select_related("user").filter(key_hash=digest).first()
-    if api_key is None or not hmac.compare_digest(api_key.key_hash, digest):
+    # On every API request: hand-written (config.sqlrows), the same as
+    # ApiKey.objects.select_related("user").filter(key_hash=digest).first().
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_KEY_COLUMNS.select}, {_USER_COLUMNS.select}"
+            f" FROM {_KEY_COLUMNS.table} k JOIN {_USER_COLUMNS.table} u ON u.id = k.user_id"
+            " WHERE k.key_hash = %s",
+            [digest],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    api_key = _KEY_COLUMNS.instance(row)
+    api_key.user = _USER_COLUMNS.instance(row, _KEY_COLUMNS.width)
+    if not hmac.compare_digest(api_key.key_hash, digest):
         return None
     return api_key
+
+
+_KEY_COLUMNS = ModelColumns(ApiKey, "k")
+_USER_COLUMNS = ModelColumns(User, "u")
 
 
 def api_keys_of(*, user: User) -> QuerySet[ApiKey]:
@@ -56,11 +75,77 @@ class Limits:
     daily_withdrawal_msat: int
 
 
+@dataclass(frozen=True, slots=True)
+class WithdrawalAllowance:
+    """What every withdrawal checks, read in one round trip: the user's limits, what counts
+    against the daily one, and the balance (0 before the user's account exists)."""
+
+    limits: Limits
+    withdrawn_today_msat: int
+    balance_msat: int
+
+
+def _allowance_sql() -> str:
+    # Table names from the models, so a renamed table cannot silently break the check.
+    from ledger.models import Account
+    from onchain.models import OnchainWithdrawal
+    from onchain.selectors import LIVE_WITHDRAWAL_STATUSES
+
+    live_payment = ", ".join(["%s"] * len(LIVE_PAYMENT_STATUSES))
+    live_onchain = ", ".join(["%s"] * len(LIVE_WITHDRAWAL_STATUSES))
+    return f"""
+SELECT
+  (SELECT max_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
+  (SELECT daily_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
+  (SELECT COALESCE(SUM(amount_msat), 0) FROM {Payment._meta.db_table}
+    WHERE user_id = %s AND created_at >= %s AND status IN ({live_payment})),
+  (SELECT COALESCE(SUM(amount_sat), 0) FROM {OnchainWithdrawal._meta.db_table}
+    WHERE user_id = %s AND created_at >= %s AND status IN ({live_onchain})),
+  (SELECT balance_msat FROM {Account._meta.db_table} WHERE code = %s)
+"""
+
+
+def withdrawal_allowance(*, user: User, now: datetime | None = None) -> WithdrawalAllowance:
+    """The user's limits (their own where set, else the settings'), what counts against the
+    daily limit, Lightning and on-chain together (the amounts of their payments, internal
+    ones included, and on-chain withdrawals created in the last 24 hours that are not failed
+    or cancelled: those gave the money back), and their balance. The money flows check
+    exactly this, so what the user sees is what is checked. One statement: it is on the path
+    of every payment."""
+    from ledger.services import user_account_code
+    from onchain.selectors import LIVE_WITHDRAWAL_STATUSES
+
+    since = connection.ops.adapt_datetimefield_value((now or timezone.now()) - DAILY_WINDOW)
+    params = [
+        user.pk,
+        user.pk,
+        user.pk,
+        since,
+        *[str(status) for status in LIVE_PAYMENT_STATUSES],
+        user.pk,
+        since,
+        *[str(status) for status in LIVE_WITHDRAWAL_STATUSES],
+        user_account_code(user),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_allowance_sql(), params)
+        max_single, daily, lightning_msat, onchain_sat, balance = cursor.fetchone()
+    return WithdrawalAllowance(
+        limits=_limits(max_single, daily),
+        withdrawn_today_msat=int(lightning_msat) + int(onchain_sat) * 1000,
+        balance_msat=balance or 0,
+    )
+
+
 def limits_for(user: User) -> Limits:
     """The user's withdrawal limits: their own where set, else the settings'."""
     row = UserLimits.objects.filter(user=user).first()
-    max_single = row.max_withdrawal_msat if row else None
-    daily = row.daily_withdrawal_msat if row else None
+    if row is None:
+        return _limits(None, None)
+    return _limits(row.max_withdrawal_msat, row.daily_withdrawal_msat)
+
+
+def _limits(max_single: int | None, daily: int | None) -> Limits:
     return Limits(
         max_withdrawal_msat=settings.WITHDRAWAL_MAX_MSAT if max_single is None else max_single,
         daily_withdrawal_msat=settings.WITHDRAWAL_DAILY_MAX_MSAT if daily is None else daily,
@@ -68,19 +153,8 @@ def limits_for(user: User) -> Limits:
 
 
 def daily_withdrawn_msat(*, user: User, now: datetime | None = None) -> int:
-    """What counts against the user's daily withdrawal limit, Lightning and on-chain together:
-    the amounts of their payments (internal ones included) and on-chain withdrawals created in
-    the last 24 hours that are not failed or cancelled (those gave the money back). The money
-    flows check exactly this, so what the user sees is what is checked."""
-    from onchain.selectors import onchain_withdrawn_msat
-
-    since = (now or timezone.now()) - DAILY_WINDOW
-    lightning = Payment.objects.filter(
-        user=user,
-        created_at__gte=since,
-        status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
-    ).aggregate(total=Sum("amount_msat", default=0))["total"]
-    return lightning + onchain_withdrawn_msat(user=user, since=since)
+    """What counts against the user's daily withdrawal limit (see withdrawal_allowance)."""
+    return withdrawal_allowance(user=user, now=now).withdrawn_today_msat
 
 
 # --- statement -----------------------------------------------------------------------------

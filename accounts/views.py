@@ -13,9 +13,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from accounts.forms import ApiKeyForm
-from accounts.selectors import api_keys_of, daily_withdrawn_msat, limits_for, user_statement
+from accounts.selectors import api_keys_of, user_statement, withdrawal_allowance
 from accounts.services import AccountsError, api_key_issue, api_key_revoke
-from ledger.selectors import user_balance_msat, user_pending_msat
+from ledger.selectors import user_pending_msat
 
 STATEMENT_PAGE_SIZE = 20
 
@@ -34,14 +34,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     user = request.user
     before = _cursor(request.GET.get("before"))
     statement = user_statement(user=user, before=before, limit=STATEMENT_PAGE_SIZE)
-    limits = limits_for(user)
+    allowance = withdrawal_allowance(user=user)
     context = {
-        "balance_msat": user_balance_msat(user=user),
+        "balance_msat": allowance.balance_msat,
         "pending_msat": user_pending_msat(user=user),
         "statement": statement,
         "paginated": before is not None,
-        "limits": limits,
-        "daily_withdrawn_msat": daily_withdrawn_msat(user=user),
+        "limits": allowance.limits,
+        "daily_withdrawn_msat": allowance.withdrawn_today_msat,
     }
     return render(request, "portal/dashboard.html", context)
 

@@ -155,6 +155,10 @@ class PaymentStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# A payment in these states sent or may have sent money.
+LIVE_PAYMENT_STATUSES = (PaymentStatus.PENDING, PaymentStatus.SUCCEEDED)
+
+
 class Payment(models.Model):
     """An outgoing Lightning payment (a withdrawal to a BOLT 11 invoice), or an internal
     payment of another user's deposit invoice (`internal=True`, no node).

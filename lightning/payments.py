@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.selectors import daily_withdrawn_msat, limits_for
+from accounts.selectors import WithdrawalAllowance, withdrawal_allowance
 from ledger import services as ledger
 from ledger.errors import InsufficientBalance
 from lightning.backends import base
@@ -45,6 +45,7 @@ from lightning.nodes import (
     node_backend,
     sending_nodes,
 )
+from lightning.selectors import invoice_status_lock, payment_hash_lookup
 from lightning.services import invoice_refresh
 
 if TYPE_CHECKING:
@@ -76,10 +77,14 @@ class ValidatedInvoice:
     bolt11: str
     payment_hash: str
     amount_msat: int
+    # One of our own deposit invoices (with its node and user): paid internally.
+    ours: Invoice | None
+    payer_balance_msat: int  # read without a lock: for a clear early refusal only
 
 
 def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> ValidatedInvoice:
-    """Everything that can be checked without money or a node. Raises a FlowError."""
+    """Everything that can be checked without money or a node. Raises a FlowError.
+    Two queries: the user's allowance, and what the service knows of the payment hash."""
     decoded = decode_bolt11(bolt11, network=configured_network())
     ensure_not_expired(decoded)
     if decoded.amount_msat is None:
@@ -95,26 +100,33 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         amount = decoded.amount_msat
     if amount <= 0:
         raise InvalidAmount("the amount must be more than zero")
-    limits = limits_for(user)
-    if amount > limits.max_withdrawal_msat:
+    allowance = withdrawal_allowance(user=user)
+    _ensure_within_limits(allowance=allowance, amount_msat=amount)
+    ours, paid_before = payment_hash_lookup(payment_hash=decoded.payment_hash)
+    if paid_before:
+        raise AlreadyPaid("this invoice has already been paid")
+    # The canonical form (no `lightning:` prefix, lower case) is what reaches the node.
+    return ValidatedInvoice(
+        bolt11=normalize_bolt11(bolt11),
+        payment_hash=decoded.payment_hash,
+        amount_msat=amount,
+        ours=ours,
+        payer_balance_msat=allowance.balance_msat,
+    )
+
+
+def _ensure_within_limits(*, allowance: WithdrawalAllowance, amount_msat: int) -> None:
+    limits = allowance.limits
+    if amount_msat > limits.max_withdrawal_msat:
         raise LimitExceeded(
             "this is more than your limit for one withdrawal",
             max_withdrawal_msat=limits.max_withdrawal_msat,
         )
-    if daily_withdrawn_msat(user=user) + amount > limits.daily_withdrawal_msat:
+    if allowance.withdrawn_today_msat + amount_msat > limits.daily_withdrawal_msat:
         raise LimitExceeded(
             "this would pass your withdrawal limit for the last 24 hours",
             daily_withdrawal_msat=limits.daily_withdrawal_msat,
         )
-    if Payment.objects.filter(
-        payment_hash=decoded.payment_hash,
-        status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED],
-    ).exists():
-        raise AlreadyPaid("this invoice has already been paid")
-    # The canonical form (no `lightning:` prefix, lower case) is what reaches the node.
-    return ValidatedInvoice(
-        bolt11=normalize_bolt11(bolt11), payment_hash=decoded.payment_hash, amount_msat=amount
-    )
 
 
 # --- withdrawals -------------------------------------------------------------------------
@@ -133,16 +145,26 @@ def withdrawal_create(
     open deposit invoices, else through a node. Returns the Payment, final or pending.
     With an `idempotency_key`, a retry (even after a crash mid-request) returns the first
     payment and moves nothing."""
-    if idempotency_key:
-        earlier = Payment.objects.filter(user=user, idempotency_key=idempotency_key).first()
-        if earlier is not None:
-            return earlier
+    earlier = _payment_with_key(user=user, idempotency_key=idempotency_key)
+    if earlier is not None:
+        return earlier
     invoice = withdrawal_validate(user=user, bolt11=bolt11, amount_msat=amount_msat)
-    ours = Invoice.objects.filter(payment_hash=invoice.payment_hash).select_related("user").first()
-    if ours is not None:
-        return internal_payment(
-            payer=user, invoice=ours, amount_msat=invoice.amount_msat, bolt11=invoice.bolt11
-        )
+    if invoice.ours is not None:
+        try:
+            return internal_payment(
+                payer=user,
+                invoice=invoice.ours,
+                amount_msat=invoice.amount_msat,
+                bolt11=invoice.bolt11,
+                idempotency_key=idempotency_key,
+                payer_balance_msat=invoice.payer_balance_msat,
+            )
+        except (AlreadyPaid, IntegrityError):
+            # A concurrent request with the same Idempotency-Key paid it first: its payment.
+            earlier = _payment_with_key(user=user, idempotency_key=idempotency_key)
+            if earlier is None:
+                raise
+            return earlier
 
     if max_fee_msat is not None and (max_fee_msat < 0 or max_fee_msat > invoice.amount_msat):
         raise InvalidAmount("max_fee_msat must be between 0 and the amount")
@@ -163,6 +185,12 @@ def withdrawal_create(
     return payment_send(payment=payment, wait_s=wait_s)
 
 
+def _payment_with_key(*, user: User, idempotency_key: str) -> Payment | None:
+    if not idempotency_key:
+        return None
+    return Payment.objects.filter(user=user, idempotency_key=idempotency_key).first()
+
+
 def _reserve(
     *, user: User, invoice: ValidatedInvoice, fee_reserve_msat: int, idempotency_key: str
 ) -> Payment:
@@ -171,12 +199,9 @@ def _reserve(
             # Under the user's row lock, so concurrent withdrawals cannot pass the daily limit
             # together (the ledger takes the same lock again below).
             ledger.user_accounts_lock(user_ids={user.pk})
-            daily = limits_for(user).daily_withdrawal_msat
-            if daily_withdrawn_msat(user=user) + invoice.amount_msat > daily:
-                raise LimitExceeded(
-                    "this would pass your withdrawal limit for the last 24 hours",
-                    daily_withdrawal_msat=daily,
-                )
+            _ensure_within_limits(
+                allowance=withdrawal_allowance(user=user), amount_msat=invoice.amount_msat
+            )
             payment = Payment.objects.create(
                 user=user,
                 payment_hash=invoice.payment_hash,
@@ -411,22 +436,31 @@ def payments_track_pending(*, limit: int = 500) -> dict[str, int]:
 
 
 def internal_payment(
-    *, payer: User, invoice: Invoice, amount_msat: int, bolt11: str, idempotency_key: str = ""
+    *,
+    payer: User,
+    invoice: Invoice,
+    amount_msat: int,
+    bolt11: str,
+    idempotency_key: str = "",
+    payer_balance_msat: int | None = None,
 ) -> Payment:
     """Pay another user's open deposit invoice from the payer's balance: one journal payer →
     payee, no fee, no routing. The invoice is cancelled on its node first, so an outside
-    payer can no longer pay it too."""
+    payer can no longer pay it too. `payer_balance_msat`, when the caller has just read it,
+    saves a query for the early balance check (the ledger enforces the balance anyway)."""
     if invoice.user_id == payer.pk:
         raise OwnInvoice("this is your own deposit invoice: you cannot pay it from your balance")
     if invoice.status == InvoiceStatus.SETTLED:
         raise AlreadyPaid("this invoice has already been paid")
     if invoice.status != InvoiceStatus.OPEN or invoice.expires_at <= timezone.now():
         raise InvoiceExpired("this invoice has expired")
-    payer_account = ledger.user_account_get_or_create(user=payer)
-    if payer_account.balance_msat < amount_msat:
+    if payer_balance_msat is None:
+        payer_balance_msat = ledger.user_account_get_or_create(user=payer).balance_msat
+    if payer_balance_msat < amount_msat:
+        # Refused before the payee's invoice is cancelled on its node.
         raise InsufficientBalance(
             "the balance is too low for this amount",
-            balance_msat=payer_account.balance_msat,
+            balance_msat=payer_balance_msat,
             required_msat=amount_msat,
         )
 
@@ -442,42 +476,36 @@ def internal_payment(
         raise NoNodeAvailable("the payee's node is unavailable; try again shortly") from error
 
     with transaction.atomic():
-        locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
-        if locked.status != InvoiceStatus.OPEN:
+        if invoice_status_lock(invoice_id=invoice.pk) != InvoiceStatus.OPEN:
             raise AlreadyPaid("this invoice has already been paid")
+        accounts = ledger.user_accounts_get_or_create(users=[payer, invoice.user])
+        now = timezone.now()
         payment = Payment.objects.create(
             user=payer,
-            payment_hash=locked.payment_hash,
+            payment_hash=invoice.payment_hash,
             bolt11=bolt11,
             amount_msat=amount_msat,
             fee_msat=0,
             internal=True,
             idempotency_key=idempotency_key,
             status=PaymentStatus.SUCCEEDED,
-            resolved_at=timezone.now(),
+            resolved_at=now,
         )
         journal = ledger.transfer(
-            idempotency_key=f"internal:{locked.payment_hash}",
+            idempotency_key=f"internal:{invoice.payment_hash}",
             kind="internal_payment",
-            debit=payer_account,
-            credit=ledger.user_account_get_or_create(user=locked.user),
+            debit=accounts[payer.pk],
+            credit=accounts[invoice.user_id],
             amount_msat=amount_msat,
-            memo=f"Internal payment {locked.payment_hash[:16]}",
+            memo=f"Internal payment {invoice.payment_hash[:16]}",
             reference=("lightning.payment", str(payment.pk)),
             created_by=payer,
         )
-        locked.status = InvoiceStatus.SETTLED
-        locked.settled_internally = True
-        locked.amount_received_msat = amount_msat
-        locked.settled_at = timezone.now()
-        locked.journal = journal
-        locked.save(
-            update_fields=[
-                "status",
-                "settled_internally",
-                "amount_received_msat",
-                "settled_at",
-                "journal",
-            ]
+        Invoice.objects.filter(pk=invoice.pk).update(
+            status=InvoiceStatus.SETTLED,
+            settled_internally=True,
+            amount_received_msat=amount_msat,
+            settled_at=now,
+            journal=journal,
         )
         return payment

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 
 from onchain.models import OnchainDeposit, OnchainWithdrawal, WithdrawalStatus
 
@@ -20,13 +19,6 @@ LIVE_WITHDRAWAL_STATUSES = (
     WithdrawalStatus.BROADCAST,
     WithdrawalStatus.CONFIRMED,
 )
-
-
-def onchain_withdrawn_msat(*, user: User, since: datetime) -> int:
-    total = OnchainWithdrawal.objects.filter(
-        user=user, created_at__gte=since, status__in=LIVE_WITHDRAWAL_STATUSES
-    ).aggregate(total=Sum("amount_sat", default=0))["total"]
-    return total * 1000
 
 
 def withdrawal_for_user(*, user: User, public_id: UUID) -> OnchainWithdrawal:

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from accounts.api import serializers
 from accounts.api.errors import json_not_found
 from accounts.models import ApiScope
-from accounts.selectors import daily_withdrawn_msat, limits_for, user_statement
+from accounts.selectors import user_statement, withdrawal_allowance
 from ledger.selectors import user_balance_msat, user_pending_msat
 
 _ERROR = OpenApiResponse(description='{"error": {"code", "message", "details"}}')
@@ -29,15 +29,15 @@ class AccountView(ApiView):
     @extend_schema(responses={200: serializers.AccountSerializer, **_ERRORS})
     def get(self, request: Request) -> Response:
         user = request.user
-        limits = limits_for(user)
+        allowance = withdrawal_allowance(user=user)
         data = {
             "uuid": user.uuid,
             "username": user.username,
-            "balance_msat": user_balance_msat(user=user),
+            "balance_msat": allowance.balance_msat,
             "limits": {
-                "max_withdrawal_msat": limits.max_withdrawal_msat,
-                "daily_withdrawal_msat": limits.daily_withdrawal_msat,
-                "daily_withdrawn_msat": daily_withdrawn_msat(user=user),
+                "max_withdrawal_msat": allowance.limits.max_withdrawal_msat,
+                "daily_withdrawal_msat": allowance.limits.daily_withdrawal_msat,
+                "daily_withdrawn_msat": allowance.withdrawn_today_msat,
             },
         }
         return Response(serializers.AccountSerializer(data).data)

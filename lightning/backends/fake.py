@@ -113,12 +113,13 @@ class FakeBackend(LightningBackend):
             self._ensured = False
             return self._node()
         except DatabaseError as error:
-            raise NodeUnreachable(
-                f"simulated node {self.node_name}: its database is unavailable"
-            ) from error
+            raise self._database_unavailable() from error
         if node.down:
             raise NodeUnreachable(f"simulated node {self.node_name} is down (fakenode up)")
         return node
+
+    def _database_unavailable(self) -> NodeUnreachable:
+        return NodeUnreachable(f"simulated node {self.node_name}: its database is unavailable")
 
     def _raise(self, error: FakeNodeError) -> NoReturn:
         if isinstance(error, FakeNodeDown):
@@ -159,19 +160,27 @@ class FakeBackend(LightningBackend):
         label: str,
         description_hash: bytes | None = None,
     ) -> CreatedInvoice:
-        self._node()
-        try:
-            invoice = services.invoice_create(
-                node_name=self.node_name,
-                network=self.network,
-                amount_msat=amount_msat,
-                memo=memo,
-                expiry_s=expiry_s,
-                label=label,
-                description_hash=description_hash,
-            )
-        except FakeNodeError as error:
-            self._raise(error)
+        for attempt in range(2):
+            if not self._ensured:
+                self._node()  # creates the node on first use; invoice_create checks it is up
+            try:
+                invoice = services.invoice_create(
+                    node_name=self.node_name,
+                    network=self.network,
+                    amount_msat=amount_msat,
+                    memo=memo,
+                    expiry_s=expiry_s,
+                    label=label,
+                    description_hash=description_hash,
+                )
+                break
+            except FakeNodeError as error:
+                if error.reason == "not_found" and attempt == 0:
+                    self._ensured = False  # the node was deleted under us: create it again
+                    continue
+                self._raise(error)
+            except DatabaseError as error:
+                raise self._database_unavailable() from error
         return CreatedInvoice(
             payment_hash=invoice.payment_hash,
             bolt11=invoice.bolt11,
@@ -199,11 +208,13 @@ class FakeBackend(LightningBackend):
         return self._status(invoice)
 
     def cancel_invoice(self, *, payment_hash: str) -> None:
-        self._node()
+        # No separate read of the node row: invoice_cancel checks that it exists and is up.
         try:
             services.invoice_cancel(node_name=self.node_name, payment_hash=payment_hash.lower())
         except FakeNodeError as error:
             self._raise(error)
+        except DatabaseError as error:
+            raise self._database_unavailable() from error
 
     def stream_settled_invoices(self, *, cursor: str | None) -> Iterator[InvoiceSettlement]:
         """Polls the database every STREAM_POLL_S for invoices with settle_index > cursor.

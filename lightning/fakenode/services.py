@@ -23,6 +23,7 @@ payee.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from coincurve import PrivateKey
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from lightning.backends.base import DecodedInvoice, Network
@@ -238,8 +239,10 @@ def invoice_create(
         description_hash=description_hash,
         created_at=now,
     )
+    # Outside a transaction the INSERT is its own (no BEGIN/COMMIT round trips); inside one,
+    # a savepoint keeps the caller's transaction usable after a duplicate label.
     try:
-        with transaction.atomic():
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             return FakeInvoice.objects.create(
                 node=node,
                 payment_hash=payment_hash,
@@ -261,8 +264,20 @@ def invoice_create(
         raise
 
 
-def invoice_cancel(*, node_name: str, payment_hash: str) -> FakeInvoice:
+def invoice_cancel(*, node_name: str, payment_hash: str) -> None:
     """Locks only the invoice row (settlement locks node, then invoice: no cycle)."""
+    # The common case in one statement: an open invoice of a node that is up. The UPDATE
+    # re-checks its WHERE after waiting for a concurrent settlement's row lock.
+    # Hand-written: the ORM's UPDATE through a join costs more CPU than the statement.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {FakeInvoice._meta.db_table} SET state = %s"
+            " WHERE payment_hash = %s AND state = %s AND node_id ="
+            f" (SELECT id FROM {FakeNode._meta.db_table} WHERE name = %s AND NOT down)",
+            [FakeInvoiceState.CANCELED.value, payment_hash, FakeInvoiceState.OPEN.value, node_name],
+        )
+        if cursor.rowcount == 1:
+            return
     with transaction.atomic():
         node = FakeNode.objects.filter(name=node_name).first()
         if node is None:
@@ -281,7 +296,6 @@ def invoice_cancel(*, node_name: str, payment_hash: str) -> FakeInvoice:
         if invoice.state != FakeInvoiceState.CANCELED:
             invoice.state = FakeInvoiceState.CANCELED
             invoice.save(update_fields=["state"])
-        return invoice
 
 
 def _amount_acceptable(asked_msat: int | None, paid_msat: int) -> bool:
