@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, User, UserLimits
 from accounts.services import api_key_hash
-from config.sqlrows import ModelColumns
+from config.sqlrows import ModelSql
 from ledger.models import Journal
 from ledger.selectors import StatementLine, account_statement, user_account
 from lightning.models import LIVE_PAYMENT_STATUSES, Payment, PaymentStatus
@@ -58,8 +58,8 @@ def api_key_for_plaintext(plaintext: str) -> ApiKey | None:
     return api_key
 
 
-_KEY_COLUMNS = ModelColumns(ApiKey, "k")
-_USER_COLUMNS = ModelColumns(User, "u")
+_KEY_COLUMNS = ModelSql(ApiKey, "k")
+_USER_COLUMNS = ModelSql(User, "u")
 
 
 def api_keys_of(*, user: User) -> QuerySet[ApiKey]:

@@ -2,7 +2,7 @@
 
 Building a query through the ORM costs about 1 ms of CPU on the benchmark machine (compiling
 the SQL, resolving joins, picking converters), several times the round trip itself; a
-payment ran a dozen of them (bench/RESULTS.md, "API vs LNbits"). `ModelColumns` keeps what
+payment ran a dozen of them (bench/RESULTS.md, "API vs LNbits"). `ModelSql` keeps what
 the ORM would compute for a model's columns once per process and turns a row back into an
 instance as the ORM does: the database's and the field's converters, then `Model.from_db`.
 The SQL stays readable and portable (PostgreSQL and SQLite); everything else uses the ORM.
@@ -22,7 +22,7 @@ M = TypeVar("M", bound=Model)
 Converter = Callable[[Any, Any, Any], Any]
 
 
-class ModelColumns(Generic[M]):
+class ModelSql(Generic[M]):
     """All concrete columns of `model` under a table alias, in field order."""
 
     def __init__(self, model: type[M], alias: str) -> None:
@@ -38,9 +38,47 @@ class ModelColumns(Generic[M]):
         )
 
     @cached_property
+    def _insert_sql(self) -> str:
+        ops = connections[DEFAULT_DB_ALIAS].ops
+        columns = ", ".join(ops.quote_name(field.column) for field in self._insert_fields)
+        marks = ", ".join(["%s"] * len(self._insert_fields))
+        pk = ops.quote_name(self.model._meta.pk.column)
+        table = ops.quote_name(self.table)
+        return f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING {pk}"
+
+    @cached_property
+    def _insert_fields(self) -> list:
+        return [field for field in self.fields if not field.primary_key]
+
+    def insert(self, instance: M, *, connection=None) -> M:
+        """INSERT a new instance as `save()` would (each field's pre_save, e.g. auto_now_add,
+        and its database preparation) and set its primary key. No signals are sent: only
+        for models without save signal receivers."""
+        db = connection or connections[DEFAULT_DB_ALIAS]
+        values = [
+            field.get_db_prep_save(field.pre_save(instance, True), connection=db)
+            for field in self._insert_fields
+        ]
+        with db.cursor() as cursor:
+            cursor.execute(self._insert_sql, values)
+            instance.pk = cursor.fetchone()[0]
+        instance._state.adding = False
+        instance._state.db = db.alias
+        return instance
+
+    @cached_property
     def select(self) -> str:
         quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
         return ", ".join(f"{self.alias}.{quote(field.column)}" for field in self.fields)
+
+    def where(self, condition: str, params: Sequence[Any] = ()) -> list[M]:
+        """The instances of the rows matching `condition` (SQL on this alias's columns)."""
+        db = connections[DEFAULT_DB_ALIAS]
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {self.select} FROM {self.table} {self.alias} WHERE {condition}", params
+            )
+            return [self.instance(row, connection=db) for row in cursor.fetchall()]
 
     def _converters_for(self, connection) -> list[tuple[Any, list[Converter]]]:
         found = self._converters.get(connection)

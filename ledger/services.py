@@ -31,7 +31,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from config.sqlrows import ModelColumns
+from config.sqlrows import ModelSql
 from ledger.errors import (
     AlreadyReversed,
     IdempotencyConflict,
@@ -116,13 +116,9 @@ def user_accounts_get_or_create(*, users: Sequence[User]) -> dict[int, Account]:
     where missing."""
     by_code = {user_account_code(user): user for user in users}
     # Hand-written (config.sqlrows): on every internal payment's path.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_ACCOUNT.select} FROM {_ACCOUNT.table} a WHERE a.code IN"
-            f" ({', '.join(['%s'] * len(by_code))}) AND a.owner_id IS NOT NULL",
-            list(by_code),
-        )
-        accounts = [_ACCOUNT.instance(row) for row in cursor.fetchall()]
+    accounts = _ACCOUNT.where(
+        f"a.code IN ({', '.join(['%s'] * len(by_code))}) AND a.owner_id IS NOT NULL", list(by_code)
+    )
     found = {account.owner_id: account for account in accounts}
     for user in by_code.values():
         if user.pk not in found:
@@ -130,7 +126,7 @@ def user_accounts_get_or_create(*, users: Sequence[User]) -> dict[int, Account]:
     return found
 
 
-_ACCOUNT = ModelColumns(Account, "a")
+_ACCOUNT = ModelSql(Account, "a")
 
 
 def system_account_get_or_create(*, code: str, kind: str | None = None, name: str = "") -> Account:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from config.sqlrows import ModelSql
 from lightning.backends.base import (
     LightningBackend,
     LightningError,
@@ -65,15 +66,22 @@ def forget_backends() -> None:
 # --- selection ---------------------------------------------------------------------------
 
 
+_NODE_SQL = ModelSql(Node, "n")
+
+
 def receiving_nodes(*, amount_msat: int | None) -> list[Node]:
     """Enabled receive nodes able to take `amount_msat`, healthy ones first, then by
     priority. Unhealthy ones stay in the list as a last resort: the health flag may be stale."""
-    nodes = Node.objects.filter(enabled=True, can_receive=True)
-    if amount_msat is not None:
-        nodes = nodes.filter(
-            Q(max_receive_msat__isnull=True) | Q(max_receive_msat__gte=amount_msat)
+    # Hand-written (config.sqlrows): on every deposit's path.
+    if amount_msat is None:
+        return _healthy_first(_NODE_SQL.where("n.enabled AND n.can_receive"))
+    return _healthy_first(
+        _NODE_SQL.where(
+            "n.enabled AND n.can_receive"
+            " AND (n.max_receive_msat IS NULL OR n.max_receive_msat >= %s)",
+            [amount_msat],
         )
-    return _healthy_first(nodes)
+    )
 
 
 def sending_nodes(*, amount_msat: int) -> list[Node]:

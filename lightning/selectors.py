@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection
 
 from accounts.models import User
-from config.sqlrows import ModelColumns
+from config.sqlrows import ModelSql
 from lightning.models import LIVE_PAYMENT_STATUSES, Invoice, Node, Payment
 
 
@@ -26,9 +26,9 @@ def user_withdrawals(*, user: User, limit: int = 20) -> list[Payment]:
     return list(Payment.objects.filter(user=user).order_by("-created_at")[:limit])
 
 
-_INVOICE = ModelColumns(Invoice, "i")
-_NODE = ModelColumns(Node, "n")
-_PAYEE = ModelColumns(User, "u")
+_INVOICE = ModelSql(Invoice, "i")
+_NODE = ModelSql(Node, "n")
+_PAYEE = ModelSql(User, "u")
 
 
 def payment_hash_lookup(*, payment_hash: str) -> tuple[Invoice | None, bool]:
