@@ -1,0 +1,154 @@
+"""The hot paths stay lean: a deposit and an internal payment through the API run a bounded
+number of queries (bench/RESULTS.md: each round trip costs CPU on both sides), and the
+hand-written SQL behind them (config.sqlrows) gives exactly what the ORM would."""
+
+import json
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import ApiKey
+from accounts.selectors import api_key_for_plaintext, withdrawal_allowance
+from accounts.services import api_key_issue, user_limits_set
+from config.sqlrows import ModelSql
+from ledger import services as ledger
+from lightning.models import Invoice, Payment, PaymentStatus
+from lightning.selectors import payment_hash_lookup
+from lightning.services import invoices_poll_open
+
+# Counted on either database inside the test's transaction, where atomic blocks are savepoints
+# (not counted). In production add BEGIN, COMMIT and the ledger's savepoint: 13 round trips.
+DEPOSIT_MAX_QUERIES = 5
+# SQLite posts a journal in four statements, PostgreSQL in one.
+INTERNAL_PAYMENT_MAX_QUERIES = {"postgresql": 9, "sqlite": 11}
+
+
+def _statements(context: CaptureQueriesContext) -> list[str]:
+    # Savepoint bookkeeping stands in for BEGIN/COMMIT in tests: not counted.
+    return [
+        query["sql"]
+        for query in context.captured_queries
+        if not query["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+    ]
+
+
+@pytest.fixture
+def api(make_user, alpha):
+    def make():
+        user = make_user()
+        _, plaintext = api_key_issue(user=user, name="t", scopes=["read", "receive", "send"])
+        return user, {"HTTP_AUTHORIZATION": f"Bearer {plaintext}", "HTTP_HOST": "localhost"}
+
+    return make
+
+
+def _post(client: Client, path: str, body: dict, headers: dict):
+    return client.post(path, json.dumps(body), content_type="application/json", **headers)
+
+
+def test_deposit_and_internal_payment_query_budget(api, world):
+    payer, payer_headers = api()
+    payee, payee_headers = api()
+    client = Client()
+    funding = _post(client, "/api/v1/deposits", {"amount_msat": 50_000}, payer_headers)
+    world.pay(funding.json()["bolt11"])
+    invoices_poll_open()
+    client.get("/api/v1/balance", **payee_headers)  # a key's first use records it (once a minute)
+
+    with CaptureQueriesContext(connection) as deposit_queries:
+        created = _post(client, "/api/v1/deposits", {"amount_msat": 7_000}, payee_headers)
+    assert created.status_code == 201, created.content
+    assert len(_statements(deposit_queries)) <= DEPOSIT_MAX_QUERIES, _statements(deposit_queries)
+
+    with CaptureQueriesContext(connection) as payment_queries:
+        paid = _post(
+            client, "/api/v1/withdrawals", {"bolt11": created.json()["bolt11"]}, payer_headers
+        )
+    assert paid.status_code == 201, paid.content
+    assert paid.json()["internal"] is True and paid.json()["status"] == "succeeded"
+    budget = INTERNAL_PAYMENT_MAX_QUERIES[connection.vendor]
+    assert len(_statements(payment_queries)) <= budget, _statements(payment_queries)
+    assert ledger.user_account_get_or_create(user=payee).balance_msat == 7_000
+    assert ledger.user_account_get_or_create(user=payer).balance_msat == 43_000
+
+
+def _field_values(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in instance._meta.fields}
+
+
+def test_api_key_lookup_matches_the_orm(make_user):
+    user = make_user()
+    _, plaintext = api_key_issue(user=user, name="k", scopes=["read", "send"])
+    found = api_key_for_plaintext(plaintext)
+    orm = ApiKey.objects.select_related("user").get(pk=found.pk)
+    assert _field_values(found) == _field_values(orm)
+    assert _field_values(found.user) == _field_values(orm.user)
+    assert found.scopes == ["read", "send"] and found.user.uuid == user.uuid
+    assert found._state.adding is False and found.user._state.adding is False
+    assert api_key_for_plaintext(plaintext[:-1] + ("a" if plaintext[-1] != "a" else "b")) is None
+
+
+def test_model_sql_insert_matches_the_orm(make_user, alpha):
+    user = make_user()
+    rows = ModelSql(Payment, "p")
+    inserted = rows.insert(
+        Payment(
+            user=user,
+            payment_hash="ab" * 32,
+            bolt11="lnbcrt1test",
+            amount_msat=1_234,
+            fee_msat=0,
+            internal=True,
+            status=PaymentStatus.SUCCEEDED,
+            resolved_at=timezone.now(),
+        )
+    )
+    assert inserted.pk is not None and inserted._state.adding is False
+    reloaded = Payment.objects.get(pk=inserted.pk)
+    assert _field_values(reloaded) == _field_values(inserted)
+    assert reloaded.created_at is not None  # auto_now_add applied, as save() would
+    assert [_field_values(p) for p in rows.where("p.user_id = %s", [user.pk])] == [
+        _field_values(reloaded)
+    ]
+
+
+def test_payment_hash_lookup(api, world):
+    user, headers = api()
+    created = _post(Client(), "/api/v1/deposits", {"amount_msat": 5_000}, headers).json()
+    invoice, paid = payment_hash_lookup(payment_hash=created["payment_hash"])
+    assert paid is False
+    assert _field_values(invoice) == _field_values(
+        Invoice.objects.get(payment_hash=created["payment_hash"])
+    )
+    assert invoice.node.name == "alpha" and invoice.user == user
+    assert payment_hash_lookup(payment_hash="cd" * 32) == (None, False)
+    Payment.objects.create(
+        user=user,
+        payment_hash="cd" * 32,
+        bolt11="lnbcrt1x",
+        amount_msat=1,
+        status=PaymentStatus.PENDING,
+    )
+    assert payment_hash_lookup(payment_hash="cd" * 32) == (None, True)
+
+
+def test_withdrawal_allowance_counts_live_payments_only(make_user, alpha):
+    user = make_user()
+    user_limits_set(user=user, max_withdrawal_msat=9_000, daily_withdrawal_msat=None)
+    for index, (amount, status) in enumerate(
+        [(1_000, PaymentStatus.SUCCEEDED), (2_000, PaymentStatus.PENDING), (4_000, "failed")]
+    ):
+        Payment.objects.create(
+            user=user,
+            payment_hash=f"{index:064x}",
+            bolt11="lnbcrt1x",
+            amount_msat=amount,
+            status=status,
+        )
+    allowance = withdrawal_allowance(user=user)
+    assert allowance.withdrawn_today_msat == 3_000
+    assert allowance.limits.max_withdrawal_msat == 9_000
+    assert allowance.balance_msat == 0
