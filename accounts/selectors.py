@@ -85,37 +85,31 @@ class WithdrawalAllowance:
     balance_msat: int
 
 
-def _allowance_sql() -> str:
-    # Table names from the models, so a renamed table cannot silently break the check.
+# The number of SELECT-list expressions of `allowance_columns`.
+ALLOWANCE_WIDTH = 5
+
+
+def allowance_columns(*, user: User, now: datetime | None = None) -> tuple[str, list]:
+    """The user's withdrawal allowance as SELECT-list expressions and their parameters, so
+    a statement can read it along with other things in one round trip (`allowance_of` turns
+    the ALLOWANCE_WIDTH values back into a WithdrawalAllowance). Table names come from the
+    models, so a renamed table cannot silently break the check."""
     from ledger.models import Account
+    from ledger.services import user_account_code
     from onchain.models import OnchainWithdrawal
     from onchain.selectors import LIVE_WITHDRAWAL_STATUSES
 
+    since = connection.ops.adapt_datetimefield_value((now or timezone.now()) - DAILY_WINDOW)
     live_payment = ", ".join(["%s"] * len(LIVE_PAYMENT_STATUSES))
     live_onchain = ", ".join(["%s"] * len(LIVE_WITHDRAWAL_STATUSES))
-    return f"""
-SELECT
+    sql = f"""
   (SELECT max_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
   (SELECT daily_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
   (SELECT COALESCE(SUM(amount_msat), 0) FROM {Payment._meta.db_table}
     WHERE user_id = %s AND created_at >= %s AND status IN ({live_payment})),
   (SELECT COALESCE(SUM(amount_sat), 0) FROM {OnchainWithdrawal._meta.db_table}
     WHERE user_id = %s AND created_at >= %s AND status IN ({live_onchain})),
-  (SELECT balance_msat FROM {Account._meta.db_table} WHERE code = %s)
-"""
-
-
-def withdrawal_allowance(*, user: User, now: datetime | None = None) -> WithdrawalAllowance:
-    """The user's limits (their own where set, else the settings'), what counts against the
-    daily limit, Lightning and on-chain together (the amounts of their payments, internal
-    ones included, and on-chain withdrawals created in the last 24 hours that are not failed
-    or cancelled: those gave the money back), and their balance. The money flows check
-    exactly this, so what the user sees is what is checked. One statement: it is on the path
-    of every payment."""
-    from ledger.services import user_account_code
-    from onchain.selectors import LIVE_WITHDRAWAL_STATUSES
-
-    since = connection.ops.adapt_datetimefield_value((now or timezone.now()) - DAILY_WINDOW)
+  (SELECT balance_msat FROM {Account._meta.db_table} WHERE code = %s)"""
     params = [
         user.pk,
         user.pk,
@@ -127,14 +121,29 @@ def withdrawal_allowance(*, user: User, now: datetime | None = None) -> Withdraw
         *[str(status) for status in LIVE_WITHDRAWAL_STATUSES],
         user_account_code(user),
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_allowance_sql(), params)
-        max_single, daily, lightning_msat, onchain_sat, balance = cursor.fetchone()
+    return sql, params
+
+
+def allowance_of(values) -> WithdrawalAllowance:
+    max_single, daily, lightning_msat, onchain_sat, balance = values
     return WithdrawalAllowance(
         limits=_limits(max_single, daily),
         withdrawn_today_msat=int(lightning_msat) + int(onchain_sat) * 1000,
         balance_msat=balance or 0,
     )
+
+
+def withdrawal_allowance(*, user: User, now: datetime | None = None) -> WithdrawalAllowance:
+    """The user's limits (their own where set, else the settings'), what counts against the
+    daily limit, Lightning and on-chain together (the amounts of their payments, internal
+    ones included, and on-chain withdrawals created in the last 24 hours that are not failed
+    or cancelled: those gave the money back), and their balance. The money flows check
+    exactly this, so what the user sees is what is checked. One statement: it is on the path
+    of every payment."""
+    sql, params = allowance_columns(user=user, now=now)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        return allowance_of(cursor.fetchone())
 
 
 def limits_for(user: User) -> Limits:

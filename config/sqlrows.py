@@ -38,33 +38,62 @@ class ModelSql(Generic[M]):
         )
 
     @cached_property
-    def _insert_sql(self) -> str:
-        ops = connections[DEFAULT_DB_ALIAS].ops
-        columns = ", ".join(ops.quote_name(field.column) for field in self._insert_fields)
-        marks = ", ".join(["%s"] * len(self._insert_fields))
-        pk = ops.quote_name(self.model._meta.pk.column)
-        table = ops.quote_name(self.table)
-        return f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING {pk}"
-
-    @cached_property
     def _insert_fields(self) -> list:
         return [field for field in self.fields if not field.primary_key]
 
-    def insert(self, instance: M, *, connection=None) -> M:
-        """INSERT a new instance as `save()` would (each field's pre_save, e.g. auto_now_add,
-        and its database preparation) and set its primary key. No signals are sent: only
-        for models without save signal receivers."""
-        db = connection or connections[DEFAULT_DB_ALIAS]
-        values = [
+    @cached_property
+    def _insert_into(self) -> tuple[str, str]:
+        """("INSERT INTO table (columns)", "RETURNING pk")."""
+        ops = connections[DEFAULT_DB_ALIAS].ops
+        columns = ", ".join(ops.quote_name(field.column) for field in self._insert_fields)
+        into = f"INSERT INTO {ops.quote_name(self.table)} ({columns})"
+        return into, f"RETURNING {ops.quote_name(self.model._meta.pk.column)}"
+
+    def _insert_values(self, instance: M, db) -> list:
+        # As save() prepares a new row: each field's pre_save (auto_now_add, ...), then the
+        # database's preparation of the value.
+        return [
             field.get_db_prep_save(field.pre_save(instance, True), connection=db)
             for field in self._insert_fields
         ]
-        with db.cursor() as cursor:
-            cursor.execute(self._insert_sql, values)
-            instance.pk = cursor.fetchone()[0]
+
+    def _inserted(self, instance: M, row, db) -> M | None:
+        if row is None:
+            return None
+        instance.pk = row[0]
         instance._state.adding = False
         instance._state.db = db.alias
         return instance
+
+    def insert(self, instance: M, *, connection=None) -> M:
+        """INSERT a new instance as `save()` would and set its primary key. No signals are
+        sent: only for models without save signal receivers."""
+        db = connection or connections[DEFAULT_DB_ALIAS]
+        values = self._insert_values(instance, db)
+        into, returning = self._insert_into
+        marks = ", ".join(["%s"] * len(values))
+        with db.cursor() as cursor:
+            cursor.execute(f"{into} VALUES ({marks}) {returning}", values)
+            return self._inserted(instance, cursor.fetchone(), db)
+
+    def insert_if(
+        self, instance: M, *, source: str, condition: str, params: Sequence[Any]
+    ) -> M | None:
+        """INSERT the instance as `insert` does, only if the table `source` has a row matching
+        `condition`, and lock that row until the transaction ends (where the database locks
+        rows; SQLite has one writer at a time anyway): the check and the write in one
+        statement. None when no row matched."""
+        db = connections[DEFAULT_DB_ALIAS]
+        values = self._insert_values(instance, db)
+        into, returning = self._insert_into
+        marks = ", ".join(["%s"] * len(values))
+        lock = " FOR UPDATE" if db.features.has_select_for_update else ""
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"{into} SELECT {marks} FROM {source} WHERE {condition}{lock} {returning}",
+                [*values, *params],
+            )
+            return self._inserted(instance, cursor.fetchone(), db)
 
     @cached_property
     def select(self) -> str:

@@ -85,8 +85,11 @@ class Leg:
     amount_msat: int
 
 
+USER_ACCOUNT_PREFIX = "user:"
+
+
 def user_account_code(user: User) -> str:
-    return f"user:{user.uuid}"
+    return f"{USER_ACCOUNT_PREFIX}{user.uuid}"
 
 
 def node_account_code(*, node_name: str, rail: str) -> str:
@@ -372,7 +375,7 @@ SELECT (SELECT id FROM j), (SELECT count(*) FROM inserted)
 """
 
 
-def _post_postgresql(*, legs: Sequence[Leg], **journal_fields) -> int | None:
+def _post_postgresql(*, legs: Sequence[Leg], savepoint: bool, **journal_fields) -> int | None:
     """PostgreSQL: the journal in one statement. Returns its id, or None for a replay."""
     params = [
         journal_fields["idempotency_key"],
@@ -395,12 +398,16 @@ def _post_postgresql(*, legs: Sequence[Leg], **journal_fields) -> int | None:
 
     try:
         if connection.in_atomic_block or not connection.get_autocommit():
-            with transaction.atomic():  # a savepoint inside the caller's transaction
+            # Inside the caller's transaction: a savepoint, unless the caller gives up the
+            # whole transaction on any error (two round trips fewer).
+            with transaction.atomic(savepoint=savepoint):
                 journal_id, inserted = execute()
         else:
             journal_id, inserted = execute()  # autocommit: the statement is the transaction
     except IntegrityError as error:
         if "non_negative" in str(error):
+            if connection.needs_rollback:  # no savepoint: nothing can be read until rollback
+                raise InsufficientBalance("the balance is too low for this amount") from error
             _raise_insufficient(legs, error)
         raise
     if journal_id is not None and inserted != len(legs):  # pragma: no cover - defensive
@@ -418,10 +425,11 @@ def _post_portable(
     created_by: User | None,
     reverses: Journal | None,
     created_at,
+    savepoint: bool,
 ) -> int | None:
     """SQLite (one writer at a time): the same steps as separate statements in one
     transaction. Returns the journal id, or None for a replay."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         journal_id = _insert_journal(
             idempotency_key=idempotency_key,
             kind=kind,
@@ -456,6 +464,7 @@ def _post_journal_in_transaction(
     reference: tuple[str, str] = ("", ""),
     created_by: User | None = None,
     reverses: Journal | None = None,
+    savepoint: bool = True,
 ) -> Journal:
     legs = _normalized_legs(legs)
     if not idempotency_key or len(idempotency_key) > 200:
@@ -471,9 +480,9 @@ def _post_journal_in_transaction(
         "created_at": now,
     }
     if connection.vendor == "postgresql":
-        journal_id = _post_postgresql(legs=legs, **journal_fields)
+        journal_id = _post_postgresql(legs=legs, savepoint=savepoint, **journal_fields)
     else:
-        journal_id = _post_portable(legs=legs, **journal_fields)
+        journal_id = _post_portable(legs=legs, savepoint=savepoint, **journal_fields)
     if journal_id is None:
         return _check_replay(
             Journal.objects.get(idempotency_key=idempotency_key), kind=kind, legs=legs
@@ -503,10 +512,14 @@ def journal_post(
     memo: str = "",
     reference: tuple[str, str] = ("", ""),
     created_by: User | None = None,
+    savepoint: bool = True,
 ) -> Journal:
     """Post a balanced journal. The same key returns the first journal and posts nothing
     (its `replayed` attribute is True); the same key with other postings raises
-    IdempotencyConflict."""
+    IdempotencyConflict. Inside a caller's transaction the journal gets a savepoint, so the
+    caller may catch an error and go on; `savepoint=False` saves two round trips for a
+    caller that lets any error roll back its whole transaction (InsufficientBalance then
+    names no account)."""
     return _post_journal_in_transaction(
         idempotency_key=idempotency_key,
         kind=kind,
@@ -514,6 +527,7 @@ def journal_post(
         memo=memo,
         reference=reference,
         created_by=created_by,
+        savepoint=savepoint,
     )
 
 
@@ -527,10 +541,11 @@ def transfer(
     memo: str = "",
     reference: tuple[str, str] = ("", ""),
     created_by: User | None = None,
+    savepoint: bool = True,
 ) -> Journal:
     """Move `amount_msat` (> 0) by debiting one account and crediting another (TigerBeetle's
     transfer). A deposit debits the node asset and credits the user; a payment from A to B
-    debits A and credits B."""
+    debits A and credits B. `savepoint`: see journal_post."""
     _require_positive(amount_msat)
     if debit.pk == credit.pk:
         raise InvalidPosting("debit and credit accounts must differ")
@@ -541,6 +556,7 @@ def transfer(
         memo=memo,
         reference=reference,
         created_by=created_by,
+        savepoint=savepoint,
     )
 
 

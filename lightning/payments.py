@@ -27,7 +27,7 @@ from accounts.selectors import WithdrawalAllowance, withdrawal_allowance
 from config.sqlrows import ModelSql
 from ledger import services as ledger
 from ledger.errors import InsufficientBalance
-from ledger.models import Journal
+from ledger.models import Account, Journal
 from lightning.backends import base
 from lightning.errors import (
     AlreadyPaid,
@@ -47,7 +47,7 @@ from lightning.nodes import (
     node_backend,
     sending_nodes,
 )
-from lightning.selectors import invoice_status_lock, payment_hash_lookup
+from lightning.selectors import WithdrawalFacts, withdrawal_facts
 from lightning.services import invoice_refresh
 
 if TYPE_CHECKING:
@@ -79,14 +79,14 @@ class ValidatedInvoice:
     bolt11: str
     payment_hash: str
     amount_msat: int
-    # One of our own deposit invoices (with its node and user): paid internally.
-    ours: Invoice | None
-    payer_balance_msat: int  # read without a lock: for a clear early refusal only
+    # Read without a lock: `facts.ours` (one of our deposit invoices: paid internally), the
+    # payer's balance for a clear early refusal (the ledger enforces it), accounts.
+    facts: WithdrawalFacts
 
 
 def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> ValidatedInvoice:
     """Everything that can be checked without money or a node. Raises a FlowError.
-    Two queries: the user's allowance, and what the service knows of the payment hash."""
+    One query: withdrawal_facts."""
     decoded = decode_bolt11(bolt11, network=configured_network())
     ensure_not_expired(decoded)
     if decoded.amount_msat is None:
@@ -102,18 +102,16 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         amount = decoded.amount_msat
     if amount <= 0:
         raise InvalidAmount("the amount must be more than zero")
-    allowance = withdrawal_allowance(user=user)
-    _ensure_within_limits(allowance=allowance, amount_msat=amount)
-    ours, paid_before = payment_hash_lookup(payment_hash=decoded.payment_hash)
-    if paid_before:
+    facts = withdrawal_facts(user=user, payment_hash=decoded.payment_hash)
+    _ensure_within_limits(allowance=facts.allowance, amount_msat=amount)
+    if facts.paid_before:
         raise AlreadyPaid("this invoice has already been paid")
     # The canonical form (no `lightning:` prefix, lower case) is what reaches the node.
     return ValidatedInvoice(
         bolt11=normalize_bolt11(bolt11),
         payment_hash=decoded.payment_hash,
         amount_msat=amount,
-        ours=ours,
-        payer_balance_msat=allowance.balance_msat,
+        facts=facts,
     )
 
 
@@ -151,15 +149,16 @@ def withdrawal_create(
     if earlier is not None:
         return earlier
     invoice = withdrawal_validate(user=user, bolt11=bolt11, amount_msat=amount_msat)
-    if invoice.ours is not None:
+    if invoice.facts.ours is not None:
         try:
             return internal_payment(
                 payer=user,
-                invoice=invoice.ours,
+                invoice=invoice.facts.ours,
                 amount_msat=invoice.amount_msat,
                 bolt11=invoice.bolt11,
                 idempotency_key=idempotency_key,
-                payer_balance_msat=invoice.payer_balance_msat,
+                payer_account=invoice.facts.payer_account,
+                payee_account=invoice.facts.payee_account,
             )
         except (AlreadyPaid, IntegrityError):
             # A concurrent request with the same Idempotency-Key paid it first: its payment.
@@ -447,25 +446,28 @@ def internal_payment(
     amount_msat: int,
     bolt11: str,
     idempotency_key: str = "",
-    payer_balance_msat: int | None = None,
+    payer_account: Account | None = None,
+    payee_account: Account | None = None,
 ) -> Payment:
     """Pay another user's open deposit invoice from the payer's balance: one journal payer →
     payee, no fee, no routing. The invoice is cancelled on its node first, so an outside
-    payer can no longer pay it too. `payer_balance_msat`, when the caller has just read it,
-    saves a query for the early balance check (the ledger enforces the balance anyway)."""
+    payer can no longer pay it too. The accounts, when the caller has just read them (their
+    balance only serves a clear early refusal: the ledger enforces it), save a query.
+    Round trips on PostgreSQL: the cancel, then BEGIN, claim, journal, settle, COMMIT."""
     if invoice.user_id == payer.pk:
         raise OwnInvoice("this is your own deposit invoice: you cannot pay it from your balance")
     if invoice.status == InvoiceStatus.SETTLED:
         raise AlreadyPaid("this invoice has already been paid")
     if invoice.status != InvoiceStatus.OPEN or invoice.expires_at <= timezone.now():
         raise InvoiceExpired("this invoice has expired")
-    if payer_balance_msat is None:
-        payer_balance_msat = ledger.user_account_get_or_create(user=payer).balance_msat
-    if payer_balance_msat < amount_msat:
+    if payer_account is None or payee_account is None:
+        accounts = ledger.user_accounts_get_or_create(users=[payer, invoice.user])
+        payer_account, payee_account = accounts[payer.pk], accounts[invoice.user_id]
+    if payer_account.balance_msat < amount_msat:
         # Refused before the payee's invoice is cancelled on its node.
         raise InsufficientBalance(
             "the balance is too low for this amount",
-            balance_msat=payer_balance_msat,
+            balance_msat=payer_account.balance_msat,
             required_msat=amount_msat,
         )
 
@@ -481,11 +483,10 @@ def internal_payment(
         raise NoNodeAvailable("the payee's node is unavailable; try again shortly") from error
 
     with transaction.atomic():
-        if invoice_status_lock(invoice_id=invoice.pk) != InvoiceStatus.OPEN:
-            raise AlreadyPaid("this invoice has already been paid")
-        accounts = ledger.user_accounts_get_or_create(users=[payer, invoice.user])
         now = timezone.now()
-        payment = _PAYMENT_SQL.insert(
+        # The claim: the payment row is written only while the invoice is still open, and
+        # the invoice row stays locked until this transaction ends.
+        payment = _PAYMENT_SQL.insert_if(
             Payment(
                 user=payer,
                 payment_hash=invoice.payment_hash,
@@ -496,17 +497,23 @@ def internal_payment(
                 idempotency_key=idempotency_key,
                 status=PaymentStatus.SUCCEEDED,
                 resolved_at=now,
-            )
+            ),
+            source=Invoice._meta.db_table,
+            condition="id = %s AND status = %s",
+            params=[invoice.pk, InvoiceStatus.OPEN.value],
         )
+        if payment is None:
+            raise AlreadyPaid("this invoice has already been paid")
         journal = ledger.transfer(
             idempotency_key=f"internal:{invoice.payment_hash}",
             kind="internal_payment",
-            debit=accounts[payer.pk],
-            credit=accounts[invoice.user_id],
+            debit=payer_account,
+            credit=payee_account,
             amount_msat=amount_msat,
             memo=f"Internal payment {invoice.payment_hash[:16]}",
             reference=("lightning.payment", str(payment.pk)),
             created_by=payer,
+            savepoint=False,  # any error rolls back the whole payment
         )
         _invoice_settle_internally(
             invoice=invoice, amount_msat=amount_msat, journal=journal, now=now

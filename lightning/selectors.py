@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import connection
 
 from accounts.models import User
+from accounts.selectors import (
+    ALLOWANCE_WIDTH,
+    WithdrawalAllowance,
+    allowance_columns,
+    allowance_of,
+)
 from config.sqlrows import ModelSql
+from ledger.models import Account
+from ledger.services import USER_ACCOUNT_PREFIX, user_account_code
 from lightning.models import LIVE_PAYMENT_STATUSES, Invoice, Node, Payment
 
 
@@ -29,42 +39,64 @@ def user_withdrawals(*, user: User, limit: int = 20) -> list[Payment]:
 _INVOICE = ModelSql(Invoice, "i")
 _NODE = ModelSql(Node, "n")
 _PAYEE = ModelSql(User, "u")
+_PAYER_ACCOUNT = ModelSql(Account, "pa")
+_PAYEE_ACCOUNT = ModelSql(Account, "ya")
 
 
-def payment_hash_lookup(*, payment_hash: str) -> tuple[Invoice | None, bool]:
-    """For a withdrawal, in one round trip (it is on every payment's path, so hand-written:
-    config.sqlrows): our deposit invoice of this hash, if any, with its node and user; and
-    whether any payment of this hash, by anyone, is pending or succeeded (the hash is unique
-    across the whole service)."""
+@dataclass(frozen=True, slots=True)
+class WithdrawalFacts:
+    allowance: WithdrawalAllowance
+    paid_before: bool  # a payment of this hash, by anyone, is pending or succeeded
+    ours: Invoice | None  # our deposit invoice of this hash, with its node and user
+    payer_account: Account | None  # None only before the payer's first movement
+    payee_account: Account | None  # the balance account of `ours.user`
+
+
+def withdrawal_facts(*, user: User, payment_hash: str) -> WithdrawalFacts:
+    """Everything a withdrawal checks before it moves money, in one round trip (it is on
+    every payment's path, so hand-written: config.sqlrows): the payer's allowance and
+    account; whether anyone already paid this hash (it is unique across the whole service);
+    and our own deposit invoice of this hash, if any, with its node, user and their account."""
+    allowance_sql, allowance_params = allowance_columns(user=user)
     live = ", ".join(["%s"] * len(LIVE_PAYMENT_STATUSES))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {_INVOICE.select}, {_NODE.select}, {_PAYEE.select},"
+            f"SELECT {allowance_sql},"
             f" EXISTS (SELECT 1 FROM {Payment._meta.db_table} p"
-            f"  WHERE p.payment_hash = %s AND p.status IN ({live}))"
-            f" FROM (SELECT 1) one"
+            f"  WHERE p.payment_hash = %s AND p.status IN ({live})),"
+            f" {_INVOICE.select}, {_NODE.select}, {_PAYEE.select},"
+            f" {_PAYER_ACCOUNT.select}, {_PAYEE_ACCOUNT.select}"
+            " FROM (SELECT 1) one"
             f" LEFT JOIN {_INVOICE.table} i ON i.payment_hash = %s"
             f" LEFT JOIN {_NODE.table} n ON n.id = i.node_id"
-            f" LEFT JOIN {_PAYEE.table} u ON u.id = i.user_id",
-            [payment_hash, *[str(status) for status in LIVE_PAYMENT_STATUSES], payment_hash],
+            f" LEFT JOIN {_PAYEE.table} u ON u.id = i.user_id"
+            f" LEFT JOIN {_PAYER_ACCOUNT.table} pa ON pa.code = %s"
+            f" LEFT JOIN {_PAYEE_ACCOUNT.table} ya ON ya.owner_id = i.user_id"
+            " AND ya.code LIKE %s",
+            [
+                *allowance_params,
+                payment_hash,
+                *[str(status) for status in LIVE_PAYMENT_STATUSES],
+                payment_hash,
+                user_account_code(user),
+                f"{USER_ACCOUNT_PREFIX}%",
+            ],
         )
         row = cursor.fetchone()
-    paid = bool(row[-1])
-    if row[0] is None:
-        return None, paid
-    invoice = _INVOICE.instance(row)
-    invoice.node = _NODE.instance(row, _INVOICE.width)
-    invoice.user = _PAYEE.instance(row, _INVOICE.width + _NODE.width)
-    return invoice, paid
-
-
-def invoice_status_lock(*, invoice_id: int) -> str | None:
-    """The invoice's status, its row locked until the caller's transaction ends (None: no
-    such invoice). Hand-written: on every internal payment's path."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT status FROM {Invoice._meta.db_table} WHERE id = %s{lock}", [invoice_id]
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+    position = ALLOWANCE_WIDTH + 1
+    ours = None
+    if row[position] is not None:
+        ours = _INVOICE.instance(row, position)
+        ours.node = _NODE.instance(row, position + _INVOICE.width)
+        ours.user = _PAYEE.instance(row, position + _INVOICE.width + _NODE.width)
+    position += _INVOICE.width + _NODE.width + _PAYEE.width
+    payer_account = _PAYER_ACCOUNT.instance(row, position) if row[position] is not None else None
+    position += _PAYER_ACCOUNT.width
+    payee_account = _PAYEE_ACCOUNT.instance(row, position) if row[position] is not None else None
+    return WithdrawalFacts(
+        allowance=allowance_of(row[:ALLOWANCE_WIDTH]),
+        paid_before=bool(row[ALLOWANCE_WIDTH]),
+        ours=ours,
+        payer_account=payer_account,
+        payee_account=payee_account,
+    )

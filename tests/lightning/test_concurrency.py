@@ -88,6 +88,65 @@ def test_fifty_concurrent_withdrawals_of_the_whole_balance(make_user, world):
     assert run_checks().ok
 
 
+def _race(targets: list, action) -> list[str]:
+    """Run action(target) in one thread per target, all released at once; their outcomes."""
+    barrier = threading.Barrier(len(targets))
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def run(target) -> None:
+        try:
+            barrier.wait()
+            result = action(target)
+        except Exception as error:
+            result = type(error).__name__
+        finally:
+            connection.close()
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_concurrent_internal_payments_of_the_whole_balance(make_user, world):
+    """The early balance check reads without a lock, so all 20 pass it; the ledger lets one
+    through. The others roll back whole (no payment row, the invoices stay unpaid)."""
+    payer = make_user()
+    fund(payer, world, 30_000)
+    invoices = [deposit_create(user=make_user(), amount_msat=30_000) for _ in range(20)]
+    outcomes = _race(
+        invoices, lambda invoice: withdrawal_create(user=payer, bolt11=invoice.bolt11).status
+    )
+    assert sorted(outcomes) == ["InsufficientBalance"] * 19 + ["succeeded"], outcomes
+    assert Payment.objects.filter(user=payer).count() == 1
+    assert (
+        Invoice.objects.filter(status=InvoiceStatus.SETTLED, settled_internally=True).count() == 1
+    )
+    assert user_balance_msat(user=payer) == 0
+    assert run_checks().ok
+
+
+def test_one_internal_invoice_paid_by_many_at_once_is_paid_once(make_user, world):
+    payee_invoice = deposit_create(user=make_user(), amount_msat=5_000)
+    payers = [make_user() for _ in range(12)]
+    for payer in payers:
+        fund(payer, world, 5_000)
+    outcomes = _race(
+        payers, lambda payer: withdrawal_create(user=payer, bolt11=payee_invoice.bolt11).status
+    )
+    assert sorted(outcomes) == ["AlreadyPaid"] * 11 + ["succeeded"], outcomes
+    assert Payment.objects.filter(payment_hash=payee_invoice.payment_hash).count() == 1
+    assert Journal.objects.filter(kind="internal_payment").count() == 1
+    assert sum(user_balance_msat(user=payer) for payer in payers) == 11 * 5_000
+    assert user_balance_msat(user=payee_invoice.user) == 5_000
+    assert run_checks().ok
+
+
 def test_worker_killed_mid_payment_neither_pays_twice_nor_loses_funds(make_user, world):
     user = make_user()
     fund(user, world, 300_000)

@@ -16,14 +16,14 @@ from accounts.services import api_key_issue, user_limits_set
 from config.sqlrows import ModelSql
 from ledger import services as ledger
 from lightning.models import Invoice, Payment, PaymentStatus
-from lightning.selectors import payment_hash_lookup
+from lightning.selectors import withdrawal_facts
 from lightning.services import invoices_poll_open
 
 # Counted on either database inside the test's transaction, where atomic blocks are savepoints
-# (not counted). In production add BEGIN, COMMIT and the ledger's savepoint: 13 round trips.
+# (not counted). In production add BEGIN and COMMIT: 8 round trips for an internal payment.
 DEPOSIT_MAX_QUERIES = 5
 # SQLite posts a journal in four statements, PostgreSQL in one.
-INTERNAL_PAYMENT_MAX_QUERIES = {"postgresql": 9, "sqlite": 11}
+INTERNAL_PAYMENT_MAX_QUERIES = {"postgresql": 6, "sqlite": 9}
 
 
 def _statements(context: CaptureQueriesContext) -> list[str]:
@@ -115,16 +115,24 @@ def test_model_sql_insert_matches_the_orm(make_user, alpha):
     ]
 
 
-def test_payment_hash_lookup(api, world):
+def test_withdrawal_facts(api, world):
     user, headers = api()
+    payer, _ = api()
     created = _post(Client(), "/api/v1/deposits", {"amount_msat": 5_000}, headers).json()
-    invoice, paid = payment_hash_lookup(payment_hash=created["payment_hash"])
-    assert paid is False
-    assert _field_values(invoice) == _field_values(
+    facts = withdrawal_facts(user=payer, payment_hash=created["payment_hash"])
+    assert facts.paid_before is False
+    assert _field_values(facts.ours) == _field_values(
         Invoice.objects.get(payment_hash=created["payment_hash"])
     )
-    assert invoice.node.name == "alpha" and invoice.user == user
-    assert payment_hash_lookup(payment_hash="cd" * 32) == (None, False)
+    assert facts.ours.node.name == "alpha" and facts.ours.user == user
+    assert facts.payer_account == ledger.user_account_get_or_create(user=payer)
+    assert _field_values(facts.payee_account) == _field_values(
+        ledger.user_account_get_or_create(user=user)
+    )
+    assert facts.allowance == withdrawal_allowance(user=payer)
+
+    unknown = withdrawal_facts(user=payer, payment_hash="cd" * 32)
+    assert (unknown.ours, unknown.payee_account, unknown.paid_before) == (None, None, False)
     Payment.objects.create(
         user=user,
         payment_hash="cd" * 32,
@@ -132,7 +140,7 @@ def test_payment_hash_lookup(api, world):
         amount_msat=1,
         status=PaymentStatus.PENDING,
     )
-    assert payment_hash_lookup(payment_hash="cd" * 32) == (None, True)
+    assert withdrawal_facts(user=payer, payment_hash="cd" * 32).paid_before is True
 
 
 def test_withdrawal_allowance_counts_live_payments_only(make_user, alpha):
