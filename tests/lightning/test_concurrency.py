@@ -13,7 +13,6 @@ from django.conf import settings
 from django.db import connection
 
 from ledger.checks import run_checks
-from ledger.errors import InsufficientBalance
 from ledger.models import Journal
 from ledger.selectors import user_balance_msat
 from lightning.models import Invoice, InvoiceStatus, InvoiceStreamCursor, Payment, PaymentStatus
@@ -53,41 +52,6 @@ def fund(user, world, amount_msat):
     assert user_balance_msat(user=user) == amount_msat
 
 
-def test_fifty_concurrent_withdrawals_of_the_whole_balance(make_user, world):
-    user = make_user()
-    fund(user, world, 100_000)
-    # Each spends the whole balance: 99,000 msat + a 1,000 msat fee reserve.
-    invoices = [world.invoice(99_000) for _ in range(50)]
-    barrier = threading.Barrier(50)
-    outcomes: list[str] = []
-    lock = threading.Lock()
-
-    def spend(bolt11: str) -> None:
-        try:
-            barrier.wait()
-            payment = withdrawal_create(user=user, bolt11=bolt11, max_fee_msat=1_000)
-            result = payment.status
-        except InsufficientBalance:
-            result = "insufficient_balance"
-        except Exception as error:  # any other outcome is a failure of the test
-            result = f"error: {type(error).__name__}: {error}"
-        finally:
-            connection.close()
-        with lock:
-            outcomes.append(result)
-
-    threads = [threading.Thread(target=spend, args=(bolt11,)) for bolt11 in invoices]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(set(outcomes)) == ["insufficient_balance", "succeeded"], outcomes
-    assert outcomes.count("succeeded") == 1
-    paid = Payment.objects.get(user=user, status=PaymentStatus.SUCCEEDED)
-    assert user_balance_msat(user=user) == 1_000 - paid.fee_msat
-    assert run_checks().ok
-
-
 def _race(targets: list, action) -> list[str]:
     """Run action(target) in one thread per target, all released at once; their outcomes."""
     barrier = threading.Barrier(len(targets))
@@ -111,6 +75,22 @@ def _race(targets: list, action) -> list[str]:
     for thread in threads:
         thread.join()
     return outcomes
+
+
+def test_fifty_concurrent_withdrawals_of_the_whole_balance(make_user, world):
+    user = make_user()
+    fund(user, world, 100_000)
+    # Each spends the whole balance: 99,000 msat + a 1,000 msat fee reserve.
+    invoices = [world.invoice(99_000) for _ in range(50)]
+    outcomes = _race(
+        invoices,
+        lambda bolt11: withdrawal_create(user=user, bolt11=bolt11, max_fee_msat=1_000).status,
+    )
+    assert sorted(set(outcomes)) == ["InsufficientBalance", "succeeded"], outcomes
+    assert outcomes.count("succeeded") == 1
+    paid = Payment.objects.get(user=user, status=PaymentStatus.SUCCEEDED)
+    assert user_balance_msat(user=user) == 1_000 - paid.fee_msat
+    assert run_checks().ok
 
 
 def test_concurrent_internal_payments_of_the_whole_balance(make_user, world):
