@@ -57,12 +57,13 @@ class ModelSql(Generic[M]):
             for field in self._insert_fields
         ]
 
-    def _inserted(self, instance: M, row, db) -> M | None:
+    def inserted(self, instance: M, row: Sequence[Any] | None) -> M | None:
+        """Mark the instance saved under the primary key in `row` (None: it was not)."""
         if row is None:
             return None
         instance.pk = row[0]
         instance._state.adding = False
-        instance._state.db = db.alias
+        instance._state.db = DEFAULT_DB_ALIAS
         return instance
 
     def insert(self, instance: M, *, connection=None) -> M:
@@ -74,26 +75,23 @@ class ModelSql(Generic[M]):
         marks = ", ".join(["%s"] * len(values))
         with db.cursor() as cursor:
             cursor.execute(f"{into} VALUES ({marks}) {returning}", values)
-            return self._inserted(instance, cursor.fetchone(), db)
+            return self.inserted(instance, cursor.fetchone())
 
-    def insert_if(
+    def insert_if_sql(
         self, instance: M, *, source: str, condition: str, params: Sequence[Any]
-    ) -> M | None:
-        """INSERT the instance as `insert` does, only if the table `source` has a row matching
-        `condition`, and lock that row until the transaction ends (where the database locks
-        rows; SQLite has one writer at a time anyway): the check and the write in one
-        statement. None when no row matched."""
+    ) -> tuple[str, list]:
+        """An INSERT of the instance (as `insert` prepares it) that writes only if the table
+        `source` has a row matching `condition`, and locks that row until the transaction ends
+        (where the database locks rows; SQLite has one writer at a time anyway): the check and
+        the write in one statement, which may be part of a larger one. Returns the SQL and
+        its parameters; the statement returns the new primary key, or no row."""
         db = connections[DEFAULT_DB_ALIAS]
         values = self._insert_values(instance, db)
         into, returning = self._insert_into
         marks = ", ".join(["%s"] * len(values))
         lock = " FOR UPDATE" if db.features.has_select_for_update else ""
-        with db.cursor() as cursor:
-            cursor.execute(
-                f"{into} SELECT {marks} FROM {source} WHERE {condition}{lock} {returning}",
-                [*values, *params],
-            )
-            return self._inserted(instance, cursor.fetchone(), db)
+        sql = f"{into} SELECT {marks} FROM {source} WHERE {condition}{lock} {returning}"
+        return sql, [*values, *params]
 
     @cached_property
     def select(self) -> str:

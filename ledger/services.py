@@ -350,14 +350,9 @@ def _raise_insufficient(legs: Sequence[Leg], error: Exception) -> None:
 # order. The posting trigger applies each one to its cached balance under that lock and
 # fills the running balance; the CHECK refuses a negative balance; the deferred triggers
 # check the zero sum at commit.
-_POSTGRES_POST = """
-WITH j AS (
-    INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, reference_id,
-                                created_by_id, reverses_id, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
-), locked AS MATERIALIZED (
+# The accounts' locks and the postings of the journal in the CTE `j` (shared by the two
+# statements below).
+_POSTGRES_POSTINGS = """locked AS MATERIALIZED (
     SELECT a.id FROM ledger_account a
      WHERE a.cached AND a.id = ANY(%s::bigint[]) AND EXISTS (SELECT 1 FROM j)
      ORDER BY a.id
@@ -370,9 +365,48 @@ WITH j AS (
      WHERE (SELECT count(*) FROM locked) >= 0
      ORDER BY leg.ord
     RETURNING 1
-)
+)"""
+
+_POSTGRES_POST = (
+    """
+WITH j AS (
+    INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, reference_id,
+                                created_by_id, reverses_id, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+), """
+    + _POSTGRES_POSTINGS
+    + """
 SELECT (SELECT id FROM j), (SELECT count(*) FROM inserted)
 """
+)
+
+# transfer_claimed: the caller's claim (CLAIM: a data-modifying statement returning `id`), the
+# journal only if the claim wrote a row (no ON CONFLICT: a repeated key fails the statement),
+# its postings as above, then the caller's FOLLOW_UP, which may read `j`.
+_POSTGRES_POST_CLAIMED = (
+    """
+WITH claim AS (CLAIM), j AS (
+    INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, reference_id,
+                                created_by_id, reverses_id, created_at)
+    SELECT %s, %s, %s, %s, claim.id::text, %s, NULL, %s FROM claim
+    RETURNING id
+), """
+    + _POSTGRES_POSTINGS
+    + """, follow_up AS (FOLLOW_UP)
+SELECT (SELECT id FROM claim), (SELECT id FROM j), (SELECT count(*) FROM inserted),
+       (SELECT count(*) FROM follow_up)
+"""
+)
+
+
+def _legs_params(legs: Sequence[Leg]) -> list:
+    return [
+        sorted({leg.account.pk for leg in legs}),
+        [leg.account.pk for leg in legs],
+        [leg.amount_msat for leg in legs],
+    ]
 
 
 def _post_postgresql(*, legs: Sequence[Leg], savepoint: bool, **journal_fields) -> int | None:
@@ -386,9 +420,7 @@ def _post_postgresql(*, legs: Sequence[Leg], savepoint: bool, **journal_fields) 
         journal_fields["created_by"].pk if journal_fields["created_by"] else None,
         journal_fields["reverses"].pk if journal_fields["reverses"] else None,
         journal_fields["created_at"],
-        sorted({leg.account.pk for leg in legs}),
-        [leg.account.pk for leg in legs],
-        [leg.amount_msat for leg in legs],
+        *_legs_params(legs),
     ]
 
     def execute() -> tuple[int | None, int]:
@@ -558,6 +590,74 @@ def transfer(
         created_by=created_by,
         savepoint=savepoint,
     )
+
+
+def transfer_claimed(
+    *,
+    claim_sql: str,
+    claim_params: Sequence,
+    follow_up_sql: str,
+    follow_up_params: Sequence,
+    idempotency_key: str,
+    kind: str,
+    debit: Account,
+    credit: Account,
+    amount_msat: int,
+    memo: str,
+    reference_type: str,
+    created_by: User | None,
+) -> tuple[int, int] | None:
+    """PostgreSQL only: a transfer that exists only if the caller's claim writes its row, in
+    ONE statement with that claim and the caller's follow-up: one round trip and, outside a
+    caller's transaction, its own transaction (no BEGIN/COMMIT). `claim_sql` is a
+    data-modifying statement returning one column `id`, the journal's reference id; when it
+    returns no row nothing at all is written and this returns None. `follow_up_sql` runs once
+    the journal exists and may read its id from the CTE `j` (`... journal_id = j.id FROM j`).
+    There is no replay: a journal with this key already makes the statement fail whole (the
+    claim is what makes it happen once). Returns (the claim's id, the journal's id)."""
+    _require_positive(amount_msat)
+    if debit.pk == credit.pk:
+        raise InvalidPosting("debit and credit accounts must differ")
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise InvalidPosting("idempotency key must be 1 to 200 characters")
+    if connection.vendor != "postgresql":
+        raise InvalidPosting("transfer_claimed is for PostgreSQL; use a transaction elsewhere")
+    legs = _normalized_legs([Leg(debit, amount_msat), Leg(credit, -amount_msat)])
+    sql = _POSTGRES_POST_CLAIMED.replace("CLAIM", claim_sql, 1).replace(
+        "FOLLOW_UP", follow_up_sql, 1
+    )
+    params = [
+        *claim_params,
+        idempotency_key,
+        kind,
+        memo,
+        reference_type,
+        created_by.pk if created_by else None,
+        timezone.now(),
+        *_legs_params(legs),
+        *follow_up_params,
+    ]
+
+    def execute() -> tuple:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint inside the caller's transaction
+                claim_id, journal_id, inserted, _ = execute()
+        else:
+            claim_id, journal_id, inserted, _ = execute()
+    except IntegrityError as error:
+        if "non_negative" in str(error):
+            _raise_insufficient(legs, error)
+        raise
+    if claim_id is None:
+        return None
+    if inserted != len(legs):  # pragma: no cover - defensive
+        raise AssertionError(f"journal {journal_id}: {inserted} of {len(legs)} postings written")
+    return claim_id, journal_id
 
 
 def _require_positive(amount_msat: int) -> None:

@@ -27,7 +27,7 @@ from accounts.selectors import WithdrawalAllowance, withdrawal_allowance
 from config.sqlrows import ModelSql
 from ledger import services as ledger
 from ledger.errors import InsufficientBalance
-from ledger.models import Account, Journal
+from ledger.models import Account
 from lightning.backends import base
 from lightning.errors import (
     AlreadyPaid,
@@ -453,7 +453,7 @@ def internal_payment(
     payee, no fee, no routing. The invoice is cancelled on its node first, so an outside
     payer can no longer pay it too. The accounts, when the caller has just read them (their
     balance only serves a clear early refusal: the ledger enforces it), save a query.
-    Round trips on PostgreSQL: the cancel, then BEGIN, claim, journal, settle, COMMIT."""
+    On PostgreSQL the whole payment after the cancel is one statement (ledger.transfer_claimed)."""
     if invoice.user_id == payer.pk:
         raise OwnInvoice("this is your own deposit invoice: you cannot pay it from your balance")
     if invoice.status == InvoiceStatus.SETTLED:
@@ -482,59 +482,79 @@ def internal_payment(
     except (base.NodeUnreachable, base.NodeAuthFailed, base.OutcomeUnknown) as error:
         raise NoNodeAvailable("the payee's node is unavailable; try again shortly") from error
 
-    with transaction.atomic():
-        now = timezone.now()
-        # The claim: the payment row is written only while the invoice is still open, and
-        # the invoice row stays locked until this transaction ends.
-        payment = _PAYMENT_SQL.insert_if(
-            Payment(
-                user=payer,
-                payment_hash=invoice.payment_hash,
-                bolt11=bolt11,
-                amount_msat=amount_msat,
-                fee_msat=0,
-                internal=True,
-                idempotency_key=idempotency_key,
-                status=PaymentStatus.SUCCEEDED,
-                resolved_at=now,
-            ),
-            source=Invoice._meta.db_table,
-            condition="id = %s AND status = %s",
-            params=[invoice.pk, InvoiceStatus.OPEN.value],
+    now = timezone.now()
+    payment = Payment(
+        user=payer,
+        payment_hash=invoice.payment_hash,
+        bolt11=bolt11,
+        amount_msat=amount_msat,
+        fee_msat=0,
+        internal=True,
+        idempotency_key=idempotency_key,
+        status=PaymentStatus.SUCCEEDED,
+        resolved_at=now,
+    )
+    # The claim: the payment row is written only while the invoice is still open, and the
+    # invoice row stays locked until the money has moved and the invoice is settled.
+    claim_sql, claim_params = _PAYMENT_SQL.insert_if_sql(
+        payment,
+        source=Invoice._meta.db_table,
+        condition="id = %s AND status = %s",
+        params=[invoice.pk, InvoiceStatus.OPEN.value],
+    )
+    settle_sql, settle_params = _invoice_settled_columns(amount_msat=amount_msat, now=now)
+    journal_fields = {
+        "idempotency_key": f"internal:{invoice.payment_hash}",
+        "kind": "internal_payment",
+        "debit": payer_account,
+        "credit": payee_account,
+        "amount_msat": amount_msat,
+        "memo": f"Internal payment {invoice.payment_hash[:16]}",
+        "created_by": payer,
+    }
+    invoices = Invoice._meta.db_table
+    if connection.vendor == "postgresql":
+        # Claim, journal and settlement in one statement: one round trip, no BEGIN/COMMIT.
+        claimed = ledger.transfer_claimed(
+            claim_sql=claim_sql,
+            claim_params=claim_params,
+            follow_up_sql=f"UPDATE {invoices} SET {settle_sql}, journal_id = j.id"
+            f" FROM j WHERE {invoices}.id = %s RETURNING 1",
+            follow_up_params=[*settle_params, invoice.pk],
+            reference_type="lightning.payment",
+            **journal_fields,
         )
-        if payment is None:
+        if claimed is None:
             raise AlreadyPaid("this invoice has already been paid")
+        return _PAYMENT_SQL.inserted(payment, claimed[:1])
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(claim_sql, claim_params)
+            if _PAYMENT_SQL.inserted(payment, cursor.fetchone()) is None:
+                raise AlreadyPaid("this invoice has already been paid")
         journal = ledger.transfer(
-            idempotency_key=f"internal:{invoice.payment_hash}",
-            kind="internal_payment",
-            debit=payer_account,
-            credit=payee_account,
-            amount_msat=amount_msat,
-            memo=f"Internal payment {invoice.payment_hash[:16]}",
             reference=("lightning.payment", str(payment.pk)),
-            created_by=payer,
             savepoint=False,  # any error rolls back the whole payment
+            **journal_fields,
         )
-        _invoice_settle_internally(
-            invoice=invoice, amount_msat=amount_msat, journal=journal, now=now
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {invoices} SET {settle_sql}, journal_id = %s WHERE id = %s",
+                [*settle_params, journal.pk, invoice.pk],
+            )
         return payment
 
 
-def _invoice_settle_internally(
-    *, invoice: Invoice, amount_msat: int, journal: Journal, now: datetime
-) -> None:
-    """Hand-written (no ORM build cost): on every internal payment's path."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Invoice._meta.db_table} SET status = %s, settled_internally = %s,"
-            " amount_received_msat = %s, settled_at = %s, journal_id = %s WHERE id = %s",
-            [
-                InvoiceStatus.SETTLED.value,
-                True,
-                amount_msat,
-                connection.ops.adapt_datetimefield_value(now),
-                journal.pk,
-                invoice.pk,
-            ],
-        )
+def _invoice_settled_columns(*, amount_msat: int, now: datetime) -> tuple[str, list]:
+    """The SET clause (and its parameters) of an invoice settled internally. Hand-written:
+    on every internal payment's path."""
+    return (
+        "status = %s, settled_internally = %s, amount_received_msat = %s, settled_at = %s",
+        [
+            InvoiceStatus.SETTLED.value,
+            True,
+            amount_msat,
+            connection.ops.adapt_datetimefield_value(now),
+        ],
+    )
