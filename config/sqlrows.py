@@ -66,10 +66,10 @@ class ModelSql(Generic[M]):
         instance._state.db = DEFAULT_DB_ALIAS
         return instance
 
-    def insert(self, instance: M, *, connection=None) -> M:
+    def insert(self, instance: M) -> M:
         """INSERT a new instance as `save()` would and set its primary key. No signals are
         sent: only for models without save signal receivers."""
-        db = connection or connections[DEFAULT_DB_ALIAS]
+        db = connections[DEFAULT_DB_ALIAS]
         values = self._insert_values(instance, db)
         into, returning = self._insert_into
         marks = ", ".join(["%s"] * len(values))

@@ -31,7 +31,6 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from config.sqlrows import ModelSql
 from ledger.errors import (
     AlreadyReversed,
     IdempotencyConflict,
@@ -112,24 +111,6 @@ def user_account_get_or_create(*, user: User) -> Account:
         },
     )
     return account
-
-
-def user_accounts_get_or_create(*, users: Sequence[User]) -> dict[int, Account]:
-    """The balance accounts of several users (user id -> account) in one query, each created
-    where missing."""
-    by_code = {user_account_code(user): user for user in users}
-    # Hand-written (config.sqlrows): on every internal payment's path.
-    accounts = _ACCOUNT.where(
-        f"a.code IN ({', '.join(['%s'] * len(by_code))}) AND a.owner_id IS NOT NULL", list(by_code)
-    )
-    found = {account.owner_id: account for account in accounts}
-    for user in by_code.values():
-        if user.pk not in found:
-            found[user.pk] = user_account_get_or_create(user=user)
-    return found
-
-
-_ACCOUNT = ModelSql(Account, "a")
 
 
 def system_account_get_or_create(*, code: str, kind: str | None = None, name: str = "") -> Account:
@@ -409,7 +390,7 @@ def _legs_params(legs: Sequence[Leg]) -> list:
     ]
 
 
-def _post_postgresql(*, legs: Sequence[Leg], savepoint: bool, **journal_fields) -> int | None:
+def _post_postgresql(*, legs: Sequence[Leg], **journal_fields) -> int | None:
     """PostgreSQL: the journal in one statement. Returns its id, or None for a replay."""
     params = [
         journal_fields["idempotency_key"],
@@ -430,16 +411,12 @@ def _post_postgresql(*, legs: Sequence[Leg], savepoint: bool, **journal_fields) 
 
     try:
         if connection.in_atomic_block or not connection.get_autocommit():
-            # Inside the caller's transaction: a savepoint, unless the caller gives up the
-            # whole transaction on any error (two round trips fewer).
-            with transaction.atomic(savepoint=savepoint):
+            with transaction.atomic():  # a savepoint inside the caller's transaction
                 journal_id, inserted = execute()
         else:
             journal_id, inserted = execute()  # autocommit: the statement is the transaction
     except IntegrityError as error:
         if "non_negative" in str(error):
-            if connection.needs_rollback:  # no savepoint: nothing can be read until rollback
-                raise InsufficientBalance("the balance is too low for this amount") from error
             _raise_insufficient(legs, error)
         raise
     if journal_id is not None and inserted != len(legs):  # pragma: no cover - defensive
@@ -457,11 +434,10 @@ def _post_portable(
     created_by: User | None,
     reverses: Journal | None,
     created_at,
-    savepoint: bool,
 ) -> int | None:
     """SQLite (one writer at a time): the same steps as separate statements in one
     transaction. Returns the journal id, or None for a replay."""
-    with transaction.atomic(savepoint=savepoint):
+    with transaction.atomic():
         journal_id = _insert_journal(
             idempotency_key=idempotency_key,
             kind=kind,
@@ -496,7 +472,6 @@ def _post_journal_in_transaction(
     reference: tuple[str, str] = ("", ""),
     created_by: User | None = None,
     reverses: Journal | None = None,
-    savepoint: bool = True,
 ) -> Journal:
     legs = _normalized_legs(legs)
     if not idempotency_key or len(idempotency_key) > 200:
@@ -512,9 +487,9 @@ def _post_journal_in_transaction(
         "created_at": now,
     }
     if connection.vendor == "postgresql":
-        journal_id = _post_postgresql(legs=legs, savepoint=savepoint, **journal_fields)
+        journal_id = _post_postgresql(legs=legs, **journal_fields)
     else:
-        journal_id = _post_portable(legs=legs, savepoint=savepoint, **journal_fields)
+        journal_id = _post_portable(legs=legs, **journal_fields)
     if journal_id is None:
         return _check_replay(
             Journal.objects.get(idempotency_key=idempotency_key), kind=kind, legs=legs
@@ -544,14 +519,10 @@ def journal_post(
     memo: str = "",
     reference: tuple[str, str] = ("", ""),
     created_by: User | None = None,
-    savepoint: bool = True,
 ) -> Journal:
     """Post a balanced journal. The same key returns the first journal and posts nothing
     (its `replayed` attribute is True); the same key with other postings raises
-    IdempotencyConflict. Inside a caller's transaction the journal gets a savepoint, so the
-    caller may catch an error and go on; `savepoint=False` saves two round trips for a
-    caller that lets any error roll back its whole transaction (InsufficientBalance then
-    names no account)."""
+    IdempotencyConflict."""
     return _post_journal_in_transaction(
         idempotency_key=idempotency_key,
         kind=kind,
@@ -559,7 +530,6 @@ def journal_post(
         memo=memo,
         reference=reference,
         created_by=created_by,
-        savepoint=savepoint,
     )
 
 
@@ -573,11 +543,10 @@ def transfer(
     memo: str = "",
     reference: tuple[str, str] = ("", ""),
     created_by: User | None = None,
-    savepoint: bool = True,
 ) -> Journal:
     """Move `amount_msat` (> 0) by debiting one account and crediting another (TigerBeetle's
     transfer). A deposit debits the node asset and credits the user; a payment from A to B
-    debits A and credits B. `savepoint`: see journal_post."""
+    debits A and credits B."""
     _require_positive(amount_msat)
     if debit.pk == credit.pk:
         raise InvalidPosting("debit and credit accounts must differ")
@@ -588,7 +557,6 @@ def transfer(
         memo=memo,
         reference=reference,
         created_by=created_by,
-        savepoint=savepoint,
     )
 
 

@@ -460,9 +460,8 @@ def internal_payment(
         raise AlreadyPaid("this invoice has already been paid")
     if invoice.status != InvoiceStatus.OPEN or invoice.expires_at <= timezone.now():
         raise InvoiceExpired("this invoice has expired")
-    if payer_account is None or payee_account is None:
-        accounts = ledger.user_accounts_get_or_create(users=[payer, invoice.user])
-        payer_account, payee_account = accounts[payer.pk], accounts[invoice.user_id]
+    payer_account = payer_account or ledger.user_account_get_or_create(user=payer)
+    payee_account = payee_account or ledger.user_account_get_or_create(user=invoice.user)
     if payer_account.balance_msat < amount_msat:
         # Refused before the payee's invoice is cancelled on its node.
         raise InsufficientBalance(
@@ -534,9 +533,7 @@ def internal_payment(
             if _PAYMENT_SQL.inserted(payment, cursor.fetchone()) is None:
                 raise AlreadyPaid("this invoice has already been paid")
         journal = ledger.transfer(
-            reference=("lightning.payment", str(payment.pk)),
-            savepoint=False,  # any error rolls back the whole payment
-            **journal_fields,
+            reference=("lightning.payment", str(payment.pk)), **journal_fields
         )
         with connection.cursor() as cursor:
             cursor.execute(
