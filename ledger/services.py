@@ -403,25 +403,36 @@ def _post_postgresql(*, legs: Sequence[Leg], **journal_fields) -> int | None:
         journal_fields["created_at"],
         *_legs_params(legs),
     ]
+    journal_id, inserted = _run_postgres_journal(_POSTGRES_POST, params, legs)
+    if journal_id is not None:
+        _check_postings_written(journal_id, inserted, legs)
+    return journal_id
 
-    def execute() -> tuple[int | None, int]:
+
+def _run_postgres_journal(sql: str, params: list, legs: Sequence[Leg]) -> tuple:
+    """Run one statement that posts a journal and return its row: under a savepoint inside
+    the caller's transaction, else as its own transaction. The database's refusal of an
+    overdraft becomes InsufficientBalance naming the account."""
+
+    def execute() -> tuple:
         with connection.cursor() as cursor:
-            cursor.execute(_POSTGRES_POST, params)
+            cursor.execute(sql, params)
             return cursor.fetchone()
 
     try:
         if connection.in_atomic_block or not connection.get_autocommit():
             with transaction.atomic():  # a savepoint inside the caller's transaction
-                journal_id, inserted = execute()
-        else:
-            journal_id, inserted = execute()  # autocommit: the statement is the transaction
+                return execute()
+        return execute()  # autocommit: the statement is the transaction
     except IntegrityError as error:
         if "non_negative" in str(error):
             _raise_insufficient(legs, error)
         raise
-    if journal_id is not None and inserted != len(legs):  # pragma: no cover - defensive
+
+
+def _check_postings_written(journal_id: int, inserted: int, legs: Sequence[Leg]) -> None:
+    if inserted != len(legs):  # pragma: no cover - defensive
         raise AssertionError(f"journal {journal_id}: {inserted} of {len(legs)} postings written")
-    return journal_id
 
 
 def _post_portable(
@@ -474,8 +485,7 @@ def _post_journal_in_transaction(
     reverses: Journal | None = None,
 ) -> Journal:
     legs = _normalized_legs(legs)
-    if not idempotency_key or len(idempotency_key) > 200:
-        raise InvalidPosting("idempotency key must be 1 to 200 characters")
+    _require_key(idempotency_key)
     now = timezone.now()
     journal_fields = {
         "idempotency_key": idempotency_key,
@@ -547,13 +557,10 @@ def transfer(
     """Move `amount_msat` (> 0) by debiting one account and crediting another (TigerBeetle's
     transfer). A deposit debits the node asset and credits the user; a payment from A to B
     debits A and credits B."""
-    _require_positive(amount_msat)
-    if debit.pk == credit.pk:
-        raise InvalidPosting("debit and credit accounts must differ")
     return journal_post(
         idempotency_key=idempotency_key,
         kind=kind,
-        legs=[Leg(debit, amount_msat), Leg(credit, -amount_msat)],
+        legs=_transfer_legs(debit=debit, credit=credit, amount_msat=amount_msat),
         memo=memo,
         reference=reference,
         created_by=created_by,
@@ -583,14 +590,10 @@ def transfer_claimed(
     the journal exists and may read its id from the CTE `j` (`... journal_id = j.id FROM j`).
     There is no replay: a journal with this key already makes the statement fail whole (the
     claim is what makes it happen once). Returns (the claim's id, the journal's id)."""
-    _require_positive(amount_msat)
-    if debit.pk == credit.pk:
-        raise InvalidPosting("debit and credit accounts must differ")
-    if not idempotency_key or len(idempotency_key) > 200:
-        raise InvalidPosting("idempotency key must be 1 to 200 characters")
+    legs = _normalized_legs(_transfer_legs(debit=debit, credit=credit, amount_msat=amount_msat))
+    _require_key(idempotency_key)
     if connection.vendor != "postgresql":
         raise InvalidPosting("transfer_claimed is for PostgreSQL; use a transaction elsewhere")
-    legs = _normalized_legs([Leg(debit, amount_msat), Leg(credit, -amount_msat)])
     sql = _POSTGRES_POST_CLAIMED.replace("CLAIM", claim_sql, 1).replace(
         "FOLLOW_UP", follow_up_sql, 1
     )
@@ -605,27 +608,24 @@ def transfer_claimed(
         *_legs_params(legs),
         *follow_up_params,
     ]
-
-    def execute() -> tuple:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
-
-    try:
-        if connection.in_atomic_block:
-            with transaction.atomic():  # a savepoint inside the caller's transaction
-                claim_id, journal_id, inserted, _ = execute()
-        else:
-            claim_id, journal_id, inserted, _ = execute()
-    except IntegrityError as error:
-        if "non_negative" in str(error):
-            _raise_insufficient(legs, error)
-        raise
+    claim_id, journal_id, inserted, _ = _run_postgres_journal(sql, params, legs)
     if claim_id is None:
         return None
-    if inserted != len(legs):  # pragma: no cover - defensive
-        raise AssertionError(f"journal {journal_id}: {inserted} of {len(legs)} postings written")
+    _check_postings_written(journal_id, inserted, legs)
     return claim_id, journal_id
+
+
+def _transfer_legs(*, debit: Account, credit: Account, amount_msat: int) -> list[Leg]:
+    """A transfer's two legs, checked: a positive amount between two different accounts."""
+    _require_positive(amount_msat)
+    if debit.pk == credit.pk:
+        raise InvalidPosting("debit and credit accounts must differ")
+    return [Leg(debit, amount_msat), Leg(credit, -amount_msat)]
+
+
+def _require_key(idempotency_key: str) -> None:
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise InvalidPosting("idempotency key must be 1 to 200 characters")
 
 
 def _require_positive(amount_msat: int) -> None:

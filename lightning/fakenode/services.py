@@ -206,12 +206,8 @@ _INVOICE_SQL = ModelSql(FakeInvoice, "i")
 
 
 def _node_by_name(name: str) -> FakeNode | None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_NODE_SQL.select} FROM {_NODE_SQL.table} n WHERE n.name = %s", [name]
-        )
-        row = cursor.fetchone()
-    return _NODE_SQL.instance(row) if row else None
+    found = _NODE_SQL.where("n.name = %s", [name])
+    return found[0] if found else None
 
 
 def invoice_create(
