@@ -1,7 +1,7 @@
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from accounts.api.throttling import limiter
 from accounts.services import api_key_issue
 from ledger import services as ledger
 from tests.accounts import testviews
@@ -9,12 +9,12 @@ from tests.accounts import testviews
 
 @pytest.fixture(autouse=True)
 def _fresh_state():
-    """Rate-limit counters live in the cache and ids repeat across tests: start clean."""
-    cache.clear()
+    """Rate-limit state lives in the process: start each test with none."""
+    limiter.clear()
     testviews.executions["count"] = 0
     testviews.pause["seconds"] = 0.0
     yield
-    cache.clear()
+    limiter.clear()
 
 
 @pytest.fixture
