@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, User, UserLimits
 from accounts.services import api_key_hash
-from config.sqlrows import ModelSql
+from config.sqlrows import ModelSql, code_literals
 from ledger.models import Journal
 from ledger.selectors import StatementLine, account_statement, user_account
 from lightning.models import LIVE_PAYMENT_STATUSES, Payment, PaymentStatus
@@ -100,8 +100,8 @@ def allowance_columns(*, user: User, now: datetime | None = None) -> tuple[str, 
     from onchain.selectors import LIVE_WITHDRAWAL_STATUSES
 
     since = connection.ops.adapt_datetimefield_value((now or timezone.now()) - DAILY_WINDOW)
-    live_payment = ", ".join(["%s"] * len(LIVE_PAYMENT_STATUSES))
-    live_onchain = ", ".join(["%s"] * len(LIVE_WITHDRAWAL_STATUSES))
+    live_payment = code_literals(LIVE_PAYMENT_STATUSES)
+    live_onchain = code_literals(LIVE_WITHDRAWAL_STATUSES)
     sql = f"""
   (SELECT max_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
   (SELECT daily_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
@@ -115,10 +115,8 @@ def allowance_columns(*, user: User, now: datetime | None = None) -> tuple[str, 
         user.pk,
         user.pk,
         since,
-        *[str(status) for status in LIVE_PAYMENT_STATUSES],
         user.pk,
         since,
-        *[str(status) for status in LIVE_WITHDRAWAL_STATUSES],
         user_account_code(user),
     ]
     return sql, params

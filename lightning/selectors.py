@@ -13,7 +13,7 @@ from accounts.selectors import (
     allowance_columns,
     allowance_of,
 )
-from config.sqlrows import ModelSql
+from config.sqlrows import ModelSql, code_literals
 from ledger.models import Account
 from ledger.services import USER_ACCOUNT_PREFIX, user_account_code
 from lightning.models import LIVE_PAYMENT_STATUSES, Invoice, Node, Payment
@@ -58,7 +58,7 @@ def withdrawal_facts(*, user: User, payment_hash: str) -> WithdrawalFacts:
     account; whether anyone already paid this hash (it is unique across the whole service);
     and our own deposit invoice of this hash, if any, with its node, user and their account."""
     allowance_sql, allowance_params = allowance_columns(user=user)
-    live = ", ".join(["%s"] * len(LIVE_PAYMENT_STATUSES))
+    live = code_literals(LIVE_PAYMENT_STATUSES)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {allowance_sql},"
@@ -76,7 +76,6 @@ def withdrawal_facts(*, user: User, payment_hash: str) -> WithdrawalFacts:
             [
                 *allowance_params,
                 payment_hash,
-                *[str(status) for status in LIVE_PAYMENT_STATUSES],
                 payment_hash,
                 user_account_code(user),
                 f"{USER_ACCOUNT_PREFIX}%",

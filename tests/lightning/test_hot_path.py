@@ -15,7 +15,7 @@ from accounts.selectors import api_key_for_plaintext, withdrawal_allowance
 from accounts.services import api_key_issue, user_limits_set
 from config.sqlrows import ModelSql
 from ledger import services as ledger
-from lightning.models import Invoice, Payment, PaymentStatus
+from lightning.models import LIVE_PAYMENT_STATUSES, Invoice, Payment, PaymentStatus
 from lightning.selectors import withdrawal_facts
 from lightning.services import invoices_poll_open
 
@@ -161,3 +161,10 @@ def test_withdrawal_allowance_counts_live_payments_only(make_user, alpha):
     assert allowance.withdrawn_today_msat == 3_000
     assert allowance.limits.max_withdrawal_msat == 9_000
     assert allowance.balance_msat == 0
+
+
+def test_live_payment_index_names_the_live_statuses():
+    """The daily-limit sum can use lightning_payment_user_live only while its WHERE names
+    exactly the statuses the sum counts."""
+    (index,) = [i for i in Payment._meta.indexes if i.name == "lightning_payment_user_live"]
+    assert sorted(index.condition.children[0][1]) == sorted(s.value for s in LIVE_PAYMENT_STATUSES)
