@@ -2,8 +2,9 @@
 
 Both services are started here as they run in production, on this machine only (127.0.0.1):
 
-- Satledger: gunicorn (`config.wsgi:application`) on PostgreSQL, DEBUG=0, the simulated node,
-  and the invoice listener (`manage.py listen`) running beside it;
+- Satledger: `scripts/serve` (granian serving `config.wsgi:application`, a connection pool per
+  process) on PostgreSQL, DEBUG=0, the simulated node, and the invoice listener
+  (`manage.py listen`) running beside it (`--server gunicorn`: the server it replaced);
 - LNbits (PyPI `lnbits`, in its own virtual environment, created here when missing): its
   `lnbits` console script (uvicorn + uvloop, one process: LNbits keeps its task manager, cache
   and invoice listeners in memory, so it does not run several workers), started from its
@@ -431,7 +432,7 @@ class Satledger(System):
         return missing
 
     def start(self) -> None:
-        """Migrate, register the fake node, start gunicorn and the listener; then check the
+        """Migrate, register the fake node, start the web server and the listener; then check the
         contract and fail with everything that is missing at once."""
         missing = self.missing_commands()
         if any("migrate" in line or "listen" in line for line in missing):
@@ -444,21 +445,8 @@ class Satledger(System):
         else:
             self.manage("nodes", "add", "default", "type=fake", "--no-check")
         self.port = self.args.satledger_port or free_port()
-        argv = [
-            str(Path(self.python).with_name("gunicorn")),
-            "config.wsgi:application",
-            "-w",
-            str(self.args.workers),
-            "-b",
-            f"{HOST}:{self.port}",
-            "--worker-class",
-            self.args.worker_class,
-            "--backlog",
-            "2048",
-        ]
-        if self.args.worker_class == "gthread":
-            argv += ["--threads", str(self.args.threads)]
-        proc = self.procs.start("satledger-gunicorn", argv, env=self.env, cwd=self.repo)
+        argv = self.server_argv()
+        proc = self.procs.start(f"satledger-{self.args.server}", argv, env=self.env, cwd=self.repo)
         self.root_pid = proc.pid
         self.procs.start(
             "satledger-listen", [self.python, "manage.py", "listen"], env=self.env, cwd=self.repo
@@ -475,10 +463,42 @@ class Satledger(System):
                 "Satledger lacks what this benchmark needs (merge main when it lands, or run "
                 "with --lnbits-only):\n" + "\n".join(missing)
             )
-        self.notes.append(
-            f"gunicorn -w {self.args.workers} --worker-class {self.args.worker_class}"
-            + (f" --threads {self.args.threads}" if self.args.worker_class == "gthread" else "")
-        )
+        self.notes.append(self.server_note(argv))
+
+    def server_note(self, argv: list[str]) -> str:
+        if self.args.server == "granian":
+            keys = ("GRANIAN_WORKERS", "GRANIAN_BLOCKING_THREADS", "DB_POOL_SIZE")
+            settings = " ".join(f"{key}={self.env[key]}" for key in keys if key in self.env)
+            return f"scripts/serve (granian) {settings}".rstrip()
+        return " ".join([Path(argv[0]).name, *argv[1:]])
+
+    def server_argv(self) -> list[str]:
+        """The web server's command line. granian: the repository's scripts/serve, the
+        production command, configured by its environment (set in start())."""
+        if self.args.server == "granian":
+            self.env.update(
+                PYTHON=self.python,
+                GRANIAN_HOST=HOST,
+                GRANIAN_PORT=str(self.port),
+                GRANIAN_WORKERS=str(self.args.workers),
+                GRANIAN_BLOCKING_THREADS=str(self.args.threads),
+            )
+            return [str(Path(self.repo) / "scripts" / "serve")]
+        argv = [
+            str(Path(self.python).with_name("gunicorn")),
+            "config.wsgi:application",
+            "-w",
+            str(self.args.workers),
+            "-b",
+            f"{HOST}:{self.port}",
+            "--worker-class",
+            self.args.worker_class,
+            "--backlog",
+            "2048",
+        ]
+        if self.args.worker_class == "gthread":
+            argv += ["--threads", str(self.args.threads)]
+        return argv
 
     def create_wallets(self, names: list[str]) -> list[Wallet]:
         """One user and API key per name, all in one Django process (the command's own code,
@@ -810,7 +830,7 @@ PROFILE_WALL = True  # --profile-cpu: sample only threads on CPU
 
 
 def summarize_profile(path: Path, top: int = 25) -> None:
-    """Print where the gunicorn workers spent the time they were serving a request (on CPU or
+    """Print where the web server's workers spent the time they were serving a request (on CPU or
     waiting: py-spy samples idle threads too): inclusive and leaf share per frame, from
     py-spy's collapsed stacks, restricted to stacks inside a request."""
     inclusive: Counter = Counter()
@@ -821,7 +841,7 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         if not count.isdigit():
             continue
         n = int(count)
-        if "handle_request" not in stack and "handle (gunicorn/workers/gthread" not in stack:
+        if "get_response (django/core/handlers/base.py" not in stack:
             continue  # a worker waiting for a request
         total += n
         frames = [f.split(":")[0] if "(" in f else f for f in stack.split(";")[1:]]
@@ -1095,9 +1115,21 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(WORKLOADS)} (reads: authenticated balance "
         "reads, a baseline of the framework's cost)",
     )
-    add("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    add(
+        "--server",
+        default="granian",
+        choices=["granian", "gunicorn"],
+        help="granian: scripts/serve, the production command (default); gunicorn: gunicorn "
+        "config.wsgi, the server it replaced, for comparison",
+    )
+    add("--workers", type=int, default=2, help="web server processes (default 2)")
     add("--worker-class", default="gthread", choices=["sync", "gthread"])
-    add("--threads", type=int, default=8, help="threads per gthread worker (default 8)")
+    add(
+        "--threads",
+        type=int,
+        default=4,
+        help="threads per process (granian blocking threads, gunicorn gthread; default 4)",
+    )
     add(
         "--satledger-env",
         action="append",
@@ -1128,7 +1160,7 @@ def parse_args() -> argparse.Namespace:
     add(
         "--profile",
         metavar="DIR",
-        help="py-spy record Satledger's gunicorn workers during each timed run into DIR "
+        help="py-spy record Satledger's web server processes during each timed run into DIR "
         "(py-spy in Satledger's environment: pip install py-spy)",
     )
     args = parser.parse_args()
