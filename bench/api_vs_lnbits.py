@@ -1177,7 +1177,8 @@ def run_workloads(args, systems, users, rows) -> None:
 
         def phase(system, workload, jobs, duration):
             run_phase(pool, args.client_procs, system, "warmup", jobs[1], args.warmup)
-            print(f"  {workload} on {system.name} ...", flush=True)
+            stamp = time.strftime("%H:%M:%S")
+            print(f"  {stamp} {workload} on {system.name} ...", flush=True)
             result = run_phase(pool, args.client_procs, system, workload, jobs[0], duration)
             rows.append(result)
             return result
