@@ -207,6 +207,27 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return result
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent on anything but idle and I/O wait since boot (/proc/stat)."""
+    with open("/proc/stat") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def wait_for_quiet(max_cores: float = 0.15, timeout: float = 120.0) -> float:
+    """Wait until the machine used less than `max_cores` over a second (work one system left
+    behind, e.g. a queue still draining after its phase, would otherwise run during the other
+    system's phase). Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = machine_busy_seconds()
+        time.sleep(1.0)
+        if machine_busy_seconds() - before < max_cores:
+            break
+    return time.monotonic() - started
+
+
 class CpuMeter:
     """CPU seconds used by the server's process tree and by its database's backends."""
 
@@ -877,6 +898,7 @@ class PhaseResult:
     client_cpu: float
     server_cpu: float
     db_cpu: float
+    other_cpu: float  # everything else on the machine during the phase
     load: float
 
     @property
@@ -901,6 +923,7 @@ def run_phase(
     chunks = [jobs[i::n_procs] for i in range(n_procs)]
     order = [list(range(len(jobs)))[i::n_procs] for i in range(n_procs)]
     server_before, db_before = meter.snapshot()
+    machine_before = machine_busy_seconds()
     profiler = None
     if PROFILE_DIR and system.name == "satledger" and workload != "warmup":
         out = PROFILE_DIR / f"{workload.replace(' ', '-')}.collapsed"
@@ -931,6 +954,7 @@ def run_phase(
     ]
     outputs = [result.get(timeout=duration + 600) for result in async_results]
     server_after, db_after = meter.snapshot()
+    machine = machine_busy_seconds() - machine_before
     load = os.getloadavg()[0]
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
@@ -945,6 +969,9 @@ def run_phase(
     outcomes: Counter = Counter()
     for res in per_client:
         outcomes.update(res["outcomes"])
+    client_cpu = sum(output["cpu"] for output in outputs)
+    server_cpu = CpuMeter.delta(server_before, server_after)
+    db_cpu = CpuMeter.delta(db_before, db_after)
     first = min(res["first"] for res in per_client)
     last = max(res["last"] for res in per_client)
     return PhaseResult(
@@ -956,9 +983,10 @@ def run_phase(
         latencies=latencies,
         outcomes=outcomes,
         created=[res["created"] for res in per_client],
-        client_cpu=sum(output["cpu"] for output in outputs),
-        server_cpu=CpuMeter.delta(server_before, server_after),
-        db_cpu=CpuMeter.delta(db_before, db_after),
+        client_cpu=client_cpu,
+        server_cpu=server_cpu,
+        db_cpu=db_cpu,
+        other_cpu=max(0.0, machine - client_cpu - server_cpu - db_cpu),
         load=load,
     )
 
@@ -1080,15 +1108,16 @@ def fmt_ms(value: float) -> str:
 def print_table(rows: list[PhaseResult], out=sys.stdout) -> list[str]:
     lines = [
         "| workload | system | req/s | p50 ms | p99 ms | ok | errors | client CPU | "
-        "server CPU | db CPU | load1 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "server CPU | db CPU | other CPU | load1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row.workload} | {row.system} | {row.rate:.1f} | {fmt_ms(row.pct(0.50))} | "
             f"{fmt_ms(row.pct(0.99))} | {row.ok} | {row.errors} | "
             f"{row.client_cpu / row.elapsed:.2f} | {row.server_cpu / row.elapsed:.2f} | "
-            f"{row.db_cpu / row.elapsed:.2f} | {row.load:.1f} |"
+            f"{row.db_cpu / row.elapsed:.2f} | {row.other_cpu / row.elapsed:.2f} | "
+            f"{row.load:.1f} |"
         )
     for line in lines:
         print(line, file=out)
@@ -1176,6 +1205,9 @@ def run_workloads(args, systems, users, rows) -> None:
     with ctx.Pool(args.client_procs) as pool:
 
         def phase(system, workload, jobs, duration):
+            waited = wait_for_quiet()
+            if waited > 1.5:
+                print(f"  (waited {waited:.0f} s for the machine to be quiet)", flush=True)
             run_phase(pool, args.client_procs, system, "warmup", jobs[1], args.warmup)
             stamp = time.strftime("%H:%M:%S")
             print(f"  {stamp} {workload} on {system.name} ...", flush=True)
@@ -1308,7 +1340,11 @@ def report(args, systems, rows, attacks) -> list[str]:
     )
     for system in systems:
         print(f"{system.name}: {'; '.join(system.notes)}")
-    print("CPU columns: cores used on average during the timed run (this machine has 2).")
+    print(
+        f"CPU columns: cores used on average during the timed run (this machine has "
+        f"{os.cpu_count()}); other: the rest of the machine (the other system, the database's "
+        "own processes, the kernel). Each phase starts once the machine is quiet."
+    )
     print_table(rows)
     for row in rows:
         print(f"  {row.workload} / {row.system}: {dict(row.outcomes)}")
@@ -1376,6 +1412,7 @@ def report(args, systems, rows, attacks) -> list[str]:
                 "client_cpu": r.client_cpu / r.elapsed,
                 "server_cpu": r.server_cpu / r.elapsed,
                 "db_cpu": r.db_cpu / r.elapsed,
+                "other_cpu": r.other_cpu / r.elapsed,
                 "load1": r.load,
             }
             for r in rows

@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.models import ApiKey
 from accounts.selectors import api_key_for_plaintext, withdrawal_allowance
 from accounts.services import api_key_issue, user_limits_set
-from config.sqlrows import ModelSql
+from config.sqlrows import ModelSql, code_literals
 from ledger import services as ledger
 from lightning.models import LIVE_PAYMENT_STATUSES, Invoice, Payment, PaymentStatus
 from lightning.selectors import withdrawal_facts
@@ -168,3 +168,10 @@ def test_live_payment_index_names_the_live_statuses():
     exactly the statuses the sum counts."""
     (index,) = [i for i in Payment._meta.indexes if i.name == "lightning_payment_user_live"]
     assert sorted(index.condition.children[0][1]) == sorted(s.value for s in LIVE_PAYMENT_STATUSES)
+
+
+def test_code_literals_quote_only_our_status_codes():
+    assert code_literals(LIVE_PAYMENT_STATUSES) == "'pending', 'succeeded'"
+    for bad in ["x' OR '1'='1", "Pending", "", "a;b"]:
+        with pytest.raises(ValueError):
+            code_literals(["pending", bad])
