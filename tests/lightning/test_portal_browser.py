@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from ledger.selectors import user_balance_msat
 from lightning.models import Payment, PaymentStatus
@@ -59,6 +60,9 @@ def test_deposit_then_withdraw_in_the_portal(
             page.screenshot(path=str(screenshots / "withdraw.png"), full_page=True)
         finally:
             browser.close()
+            # ORM calls made while Playwright's event loop runs in this thread get their own
+            # connection, which pytest-django's teardown does not see: close it here.
+            connections.close_all()
     payment = Payment.objects.get(user=user)
     assert payment.status == PaymentStatus.SUCCEEDED
     assert user_balance_msat(user=user) == 1_100_000 - payment.fee_msat
