@@ -9,15 +9,23 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
 
 from accounts.models import ApiKey
 from accounts.selectors import api_key_for_plaintext, withdrawal_allowance
 from accounts.services import api_key_issue, user_limits_set
 from config.sqlrows import ModelSql, code_literals
 from ledger import services as ledger
+from lightning.api import (
+    DepositSerializer,
+    WithdrawalSerializer,
+    _deposit_data,
+    _withdrawal_data,
+)
 from lightning.models import LIVE_PAYMENT_STATUSES, Invoice, Payment, PaymentStatus
+from lightning.payments import withdrawal_create
 from lightning.selectors import withdrawal_facts
-from lightning.services import invoices_poll_open
+from lightning.services import deposit_create, invoices_poll_open
 
 # Counted on either database inside the test's transaction, where atomic blocks are savepoints
 # (not counted). On PostgreSQL an internal payment is then 4 round trips: the API key, the
@@ -175,3 +183,25 @@ def test_code_literals_quote_only_our_status_codes():
     for bad in ["x' OR '1'='1", "Pending", "", "a;b"]:
         with pytest.raises(ValueError):
             code_literals(["pending", bad])
+
+
+def test_rendered_dicts_are_what_the_documented_serializers_give(make_user, world):
+    """The API renders deposits and withdrawals from dicts (a serializer per response cost
+    ~0.2 ms); the serializers document the shapes in the OpenAPI schema. Same bytes."""
+    payer, payee = make_user(), make_user()
+    funding = deposit_create(user=payer, amount_msat=50_000, memo="funding")
+    open_invoice = deposit_create(user=payee, amount_msat=5_000, memo="")
+    world.pay(funding.bolt11)
+    invoices_poll_open()
+    funding.refresh_from_db()
+    internal = withdrawal_create(user=payer, bolt11=open_invoice.bolt11)
+    open_invoice.refresh_from_db()
+    world.fail_next()
+    failed = withdrawal_create(user=payer, bolt11=world.invoice(1_000), max_fee_msat=100)
+    render = JSONRenderer().render
+    for invoice in (funding, open_invoice, deposit_create(user=payee, amount_msat=None)):
+        assert render(_deposit_data(invoice)) == render(DepositSerializer(invoice).data)
+    for payment in (internal, failed):
+        data = _withdrawal_data(payment)
+        assert render(data) == render(WithdrawalSerializer(data).data)
+    assert failed.status == PaymentStatus.FAILED and internal.internal
