@@ -68,49 +68,115 @@ class BenchError(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# HTTP client: stdlib http.client with one keep-alive connection per client thread. It costs
-# far less CPU per request than httpx, which matters when the client shares 2 cores with the
-# servers. A connection the server closed (gunicorn's sync workers close after every
-# response) is reopened on the next request.
+# HTTP client: HTTP/1.1 on one keep-alive socket per client thread, written for this load. It
+# shares the 2 cores with the servers, so its CPU per request is taken from them: stdlib
+# http.client cost ~0.27 ms per internal payment here (its header parsing goes through the
+# email package), this one half of that (bench/RESULTS.md, "Session 4"). A connection the
+# server closed (gunicorn's sync workers close after every response) is reopened on the next
+# request.
 # --------------------------------------------------------------------------------------------
 
 
 class Http:
     def __init__(self, port: int, headers: dict[str, str], timeout: float = 60.0):
         self.port = port
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        self.headers.update(headers)
         self.timeout = timeout
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        fixed = {
+            "Host": f"{HOST}:{port}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **headers,
+        }
+        self.fixed_headers = "".join(f"{name}: {value}\r\n" for name, value in fixed.items())
+        self.sock: socket.socket | None = None
+        self.buffer = b""
 
     def connect(self) -> None:
-        self.conn.connect()
+        self.close()
+        self.sock = socket.create_connection((HOST, self.port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self) -> None:
-        self.conn.close()
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.buffer = b""
 
     def request(self, method: str, path: str, body: Any = None, headers: dict | None = None):
         """Return (status, parsed JSON or text)."""
-        data = None if body is None else json.dumps(body).encode()
-        all_headers = dict(self.headers, **(headers or {}))
+        data = b"" if body is None else json.dumps(body).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        length = f"Content-Length: {len(data)}\r\n" if body is not None else ""
+        message = f"{method} {path} HTTP/1.1\r\n{self.fixed_headers}{extra}{length}\r\n".encode()
         for attempt in (1, 2):
+            if self.sock is None:
+                self.connect()
             try:
-                self.conn.request(method, path, body=data, headers=all_headers)
-                response = self.conn.getresponse()
-                raw = response.read()
+                self.sock.sendall(message + data)
+                status, close, raw = self._response(head_only=method == "HEAD")
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 # the server closed an idle keep-alive connection before we reused it
-                self.conn.close()
+                self.close()
                 if attempt == 2:
                     raise
-        if response.getheader("Connection", "").lower() == "close":
-            self.conn.close()
+        if close:
+            self.close()
         try:
             payload = json.loads(raw) if raw else None
         except ValueError:
             payload = raw.decode(errors="replace")[:500]
-        return response.status, payload
+        return status, payload
+
+    def _receive(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise http.client.RemoteDisconnected("the server closed the connection")
+        self.buffer += chunk
+
+    def _response(self, *, head_only: bool) -> tuple[int, bool, bytes]:
+        """(status, whether the server closes the connection, body) of the next response."""
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            self._receive()
+        head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+        status_line, *header_lines = head.split(b"\r\n")
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise http.client.BadStatusLine(status_line.decode(errors="replace"))
+        status = int(parts[1])
+        fields = {}
+        for line in header_lines:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip().lower()
+        close = fields.get(b"connection") == b"close" or parts[0] == b"HTTP/1.0"
+        if head_only or status in (204, 304) or 100 <= status < 200:
+            return status, close, b""
+        if fields.get(b"transfer-encoding") == b"chunked":
+            return status, close, self._chunked_body()
+        if b"content-length" in fields:
+            length = int(fields[b"content-length"])
+            while len(self.buffer) < length:
+                self._receive()
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+            return status, close, body
+        with contextlib.suppress(http.client.RemoteDisconnected):  # the body ends at close
+            while True:
+                self._receive()
+        body, self.buffer = self.buffer, b""
+        return status, True, body
+
+    def _chunked_body(self) -> bytes:
+        body = b""
+        while True:
+            while (end := self.buffer.find(b"\r\n")) < 0:
+                self._receive()
+            size = int(self.buffer[:end].split(b";")[0], 16)
+            while len(self.buffer) < end + 2 + size + 2:
+                self._receive()
+            body += self.buffer[end + 2 : end + 2 + size]
+            self.buffer = self.buffer[end + 2 + size + 2 :]
+            if size == 0:
+                return body
 
 
 def wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
