@@ -208,11 +208,14 @@ LOGOUT_REDIRECT_URL = "login"
 CSRF_FAILURE_VIEW = "accounts.api.errors.csrf_failure"  # JSON under /api/, the usual page elsewhere
 
 # --- API -------------------------------------------------------------------------------------
-# Requests per API key, DRF's "<n>/<second|minute|hour|day>" form. Counted in the default
-# cache, which is per process: with several web processes each one counts on its own.
+# Requests per API key, DRF's "<n>/<second|minute|hour|day>" form. Counted in each web process
+# on its own unless API_RATE_LIMIT_REDIS_URL is set.
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/min")
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
     raise ImproperlyConfigured("API_RATE_LIMIT must look like 120/min (per second/min/hour/day)")
+# One budget per key for every web process, kept in this Redis (one round trip per request);
+# empty: each process counts on its own (accounts/api/throttling.py).
+API_RATE_LIMIT_REDIS_URL = env_str("API_RATE_LIMIT_REDIS_URL", "")
 # Largest amount any API field accepts (default: 21 million BTC in msat; always < 2^63).
 API_AMOUNT_MAX_MSAT = env_int("API_AMOUNT_MAX_MSAT", 21_000_000 * 100_000_000 * 1000)
 # How long a request with the Idempotency-Key of a request still running waits for it to

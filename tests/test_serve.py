@@ -1,7 +1,7 @@
 """scripts/serve, the production web server (granian + a connection pool per process), over
 real HTTP against the test database: it serves the API, and however many requests run at once
 and however often granian starts and stops its threads, it holds at most workers x pool
-connections."""
+connections. With API_RATE_LIMIT_REDIS_URL its processes share one rate budget per key."""
 
 import os
 import socket
@@ -41,6 +41,10 @@ def _server_connections() -> int:
 
 @pytest.fixture
 def server(committed_db):
+    yield from _serve({})
+
+
+def _serve(extra_env: dict[str, str]):
     settings_dict = connection.settings_dict
     port = _free_port()
     env = {
@@ -59,6 +63,7 @@ def server(committed_db):
         "GRANIAN_WORKERS": str(WORKERS),
         "GRANIAN_BLOCKING_THREADS": str(THREADS),
         "GRANIAN_BLOCKING_THREADS_IDLE_TIMEOUT": "5",  # the shortest: threads come and go
+        **extra_env,
     }
     process = subprocess.Popen(
         [str(REPO / "scripts" / "serve")],
@@ -112,3 +117,37 @@ def test_serves_the_api_with_bounded_connections(server, make_user):
         time.sleep(7)
     assert Counter(statuses) == {200: 2 * 12 * 15}
     assert _server_connections() <= WORKERS * THREADS
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs Redis (set TEST_REDIS_URL)")
+def test_the_processes_share_one_rate_limit_per_key(committed_db, make_user):
+    import redis
+
+    user = make_user()
+    key, plaintext = api_key_issue(user=user, name="serve-rate", scopes=["read"])
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    server = _serve({"API_RATE_LIMIT": "10/min", "API_RATE_LIMIT_REDIS_URL": REDIS_URL})
+    base_url = next(server)
+    try:
+        statuses: list[int] = []
+
+        def client() -> None:
+            # a new connection per request, so both processes take some
+            statuses.extend(
+                httpx.get(base_url + "/api/v1/balance", headers=headers).status_code
+                for _ in range(5)
+            )
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # the whole budget once, not once per process (each alone would let 10 through)
+        assert Counter(statuses) == {200: 10, 429: 30}
+    finally:
+        next(server, None)
+        redis.Redis.from_url(REDIS_URL).delete(f"satledger:api-rate:{key.pk}:{key.prefix}")
