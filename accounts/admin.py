@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 
 from accounts.models import ApiKey, IdempotencyRecord, User, UserLimits
+from accounts.selectors import withdrawal_allowance
 from accounts.services import api_key_revoke
 
 
@@ -15,9 +16,26 @@ class UserLimitsInline(admin.StackedInline):
 @admin.register(User)
 class SatledgerUserAdmin(UserAdmin):
     list_display = ("username", "uuid", "email", "is_staff", "date_joined")
-    readonly_fields = ("uuid",)
+    readonly_fields = ("uuid", "withdrawals_today")
     search_fields = ("username", "email", "uuid")
     inlines = [UserLimitsInline]
+    fieldsets = (
+        *UserAdmin.fieldsets,
+        ("Withdrawal limits in use", {"fields": ("uuid", "withdrawals_today")}),
+    )
+
+    @admin.display(description="withdrawn in the last 24 hours")
+    def withdrawals_today(self, user: User) -> str:
+        """What support needs when a user asks why a withdrawal was refused: the same
+        figures the money flows check (accounts.selectors.withdrawal_allowance)."""
+        if user.pk is None:
+            return "-"
+        allowance = withdrawal_allowance(user=user)
+        limits = allowance.limits
+        return (
+            f"{allowance.withdrawn_today_msat:,} msat of {limits.daily_withdrawal_msat:,} msat"
+            f" a day (at most {limits.max_withdrawal_msat:,} msat at once)"
+        )
 
 
 @admin.register(ApiKey)

@@ -126,3 +126,62 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.key} ({self.state})"
+
+
+class WithdrawalWindow(models.Model):
+    """What a user has withdrawn in the last 24 hours (Lightning, internal and on-chain
+    together), kept as a running total on one row per user, so that a withdrawal checks the
+    daily limit and counts itself in one conditional write under that row's lock: two
+    concurrent withdrawals can never both pass the limit, and the check costs the same on a
+    user's ten-thousandth withdrawal of the day as on the first.
+
+    `total_msat` is the sum of the user's WithdrawalMinute amounts from `counted_from` on;
+    each withdrawal first drops the minutes that have left the window since (see
+    accounts.services.withdrawal_window_count). `limit_msat` is the daily limit that was in
+    force at the last withdrawal: the CHECK `within_limit` is what refuses one too many."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    counted_from = models.DateTimeField()
+    total_msat = models.BigIntegerField()
+    limit_msat = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(total_msat__gte=0), name="accounts_withdrawalwindow_total_not_below_0"
+            ),
+            models.CheckConstraint(
+                condition=Q(total_msat__lte=models.F("limit_msat")),
+                name="accounts_withdrawalwindow_within_limit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.total_msat} msat since {self.counted_from}"
+
+
+class WithdrawalMinute(models.Model):
+    """The amount a user's withdrawals of one minute count against the daily limit (less
+    what failed and came back). A minute leaves the window 24 hours after its end."""
+
+    # No index of its own: the unique (user, minute) index starts with it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    minute = models.DateTimeField()
+    amount_msat = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "minute"], name="accounts_withdrawalminute_user_minute"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_msat__gte=0), name="accounts_withdrawalminute_not_below_0"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} at {self.minute}: {self.amount_msat} msat"

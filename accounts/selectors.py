@@ -5,21 +5,20 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.models import ApiKey, User, UserLimits
-from accounts.services import api_key_hash
-from config.sqlrows import ModelSql, code_literals
+from accounts.models import ApiKey, User, UserLimits, WithdrawalWindow
+from accounts.services import api_key_hash, expired_minutes_sql, window_start
+from config.sqlrows import ModelSql
 from ledger.models import Journal
 from ledger.selectors import StatementLine, account_statement, user_account
-from lightning.models import LIVE_PAYMENT_STATUSES, Payment, PaymentStatus
+from lightning.models import Payment, PaymentStatus
 
-DAILY_WINDOW = timedelta(hours=24)
 _API_KEY_RE = re.compile(r"sl_[0-9a-f]{8}_[A-Za-z0-9_-]{20,100}")
 # A Lightning withdrawal starts with the journal of kind `withdrawal_reserve` under the key
 # `withdrawal:<payment id>` (ledger.pending_transfer_reserve): amount + fee reserve leave the
@@ -86,47 +85,35 @@ class WithdrawalAllowance:
 
 
 # The number of SELECT-list expressions of `allowance_columns`.
-ALLOWANCE_WIDTH = 5
+ALLOWANCE_WIDTH = 4
 
 
 def allowance_columns(*, user: User, now: datetime | None = None) -> tuple[str, list]:
     """The user's withdrawal allowance as SELECT-list expressions and their parameters, so
     a statement can read it along with other things in one round trip (`allowance_of` turns
-    the ALLOWANCE_WIDTH values back into a WithdrawalAllowance). Table names come from the
-    models, so a renamed table cannot silently break the check."""
+    the ALLOWANCE_WIDTH values back into a WithdrawalAllowance). What counts against the
+    daily limit is the user's window row less the minutes that have left the window since it
+    was written: a few rows, however many withdrawals the user made."""
     from ledger.models import Account
     from ledger.services import user_account_code
-    from onchain.models import OnchainWithdrawal
-    from onchain.selectors import LIVE_WITHDRAWAL_STATUSES
 
-    since = connection.ops.adapt_datetimefield_value((now or timezone.now()) - DAILY_WINDOW)
-    live_payment = code_literals(LIVE_PAYMENT_STATUSES)
-    live_onchain = code_literals(LIVE_WITHDRAWAL_STATUSES)
+    start = connection.ops.adapt_datetimefield_value(window_start(now or timezone.now()))
+    limits = UserLimits._meta.db_table
     sql = f"""
-  (SELECT max_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
-  (SELECT daily_withdrawal_msat FROM {UserLimits._meta.db_table} WHERE user_id = %s),
-  (SELECT COALESCE(SUM(amount_msat), 0) FROM {Payment._meta.db_table}
-    WHERE user_id = %s AND created_at >= %s AND status IN ({live_payment})),
-  (SELECT COALESCE(SUM(amount_sat), 0) FROM {OnchainWithdrawal._meta.db_table}
-    WHERE user_id = %s AND created_at >= %s AND status IN ({live_onchain})),
+  (SELECT max_withdrawal_msat FROM {limits} WHERE user_id = %s),
+  (SELECT daily_withdrawal_msat FROM {limits} WHERE user_id = %s),
+  (SELECT w.total_msat - {expired_minutes_sql(window="w", start="%s")}
+     FROM {WithdrawalWindow._meta.db_table} w WHERE w.user_id = %s),
   (SELECT balance_msat FROM {Account._meta.db_table} WHERE code = %s)"""
-    params = [
-        user.pk,
-        user.pk,
-        user.pk,
-        since,
-        user.pk,
-        since,
-        user_account_code(user),
-    ]
+    params = [user.pk, user.pk, start, user.pk, user_account_code(user)]
     return sql, params
 
 
 def allowance_of(values) -> WithdrawalAllowance:
-    max_single, daily, lightning_msat, onchain_sat, balance = values
+    max_single, daily, withdrawn, balance = values
     return WithdrawalAllowance(
         limits=_limits(max_single, daily),
-        withdrawn_today_msat=int(lightning_msat) + int(onchain_sat) * 1000,
+        withdrawn_today_msat=withdrawn or 0,
         balance_msat=balance or 0,
     )
 
@@ -134,8 +121,9 @@ def allowance_of(values) -> WithdrawalAllowance:
 def withdrawal_allowance(*, user: User, now: datetime | None = None) -> WithdrawalAllowance:
     """The user's limits (their own where set, else the settings'), what counts against the
     daily limit, Lightning and on-chain together (the amounts of their payments, internal
-    ones included, and on-chain withdrawals created in the last 24 hours that are not failed
-    or cancelled: those gave the money back), and their balance. The money flows check
+    ones included, and on-chain withdrawals of the last 24 hours, less those that failed or
+    were cancelled: those gave the money back; accounts.services.withdrawal_window_count),
+    and their balance. The money flows check
     exactly this, so what the user sees is what is checked. One statement: it is on the path
     of every payment."""
     sql, params = allowance_columns(user=user, now=now)

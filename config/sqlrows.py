@@ -37,12 +37,21 @@ Converter = Callable[[Any, Any, Any], Any]
 
 
 class ModelSql(Generic[M]):
-    """All concrete columns of `model` under a table alias, in field order."""
+    """The concrete columns of `model` under a table alias, in field order: all of them, or
+    `only` those named (attnames; the primary key always). An instance read with `only`
+    has the other fields deferred, as `QuerySet.only()` makes them: reading one costs a
+    query, so `only` is for reads whose users are known (the hot-path tests count queries)."""
 
-    def __init__(self, model: type[M], alias: str) -> None:
+    def __init__(self, model: type[M], alias: str, *, only: Sequence[str] | None = None) -> None:
         self.model = model
         self.alias = alias
-        self.fields = list(model._meta.concrete_fields)
+        fields = list(model._meta.concrete_fields)
+        if only is not None:
+            unknown = set(only) - {field.attname for field in fields}
+            if unknown:
+                raise ValueError(f"{model.__name__} has no columns {sorted(unknown)}")
+            fields = [field for field in fields if field.primary_key or field.attname in only]
+        self.fields = fields
         self.attnames = [field.attname for field in self.fields]
         self.width = len(self.fields)
         self.table = model._meta.db_table

@@ -143,8 +143,8 @@ def node_asset_account_get_or_create(*, node_name: str, rail: str = "lightning")
 def user_accounts_lock(*, user_ids: Iterable[int]) -> None:
     """Lock these users' balance rows until the end of the caller's transaction, in the
     ledger's lock order (ascending account id), so a check can hold under the same lock the
-    ledger takes to post (a daily limit), and a caller posting several journals in one
-    transaction cannot lock the same users in another order and deadlock."""
+    ledger takes to post, and a caller posting several journals in one transaction cannot
+    lock the same users in another order and deadlock."""
     list(
         Account.objects.select_for_update()
         .filter(owner_id__in=set(user_ids), cached=True)
@@ -364,14 +364,17 @@ SELECT (SELECT id FROM j), (SELECT count(*) FROM inserted)
 )
 
 # transfer_claimed: the caller's claim (CLAIM: a data-modifying statement returning `id`), the
-# journal only if the claim wrote a row (no ON CONFLICT: a repeated key fails the statement),
-# its postings as above, then the caller's FOLLOW_UP, which may read `j`.
+# caller's GUARDS (CTEs that read `claim`; the journal waits for the one named GUARD, so their
+# row locks come before the accounts'), the journal only if the claim wrote a row (no ON
+# CONFLICT: a repeated key fails the statement), its postings as above, then the caller's
+# FOLLOW_UP, which may read `j`.
 _POSTGRES_POST_CLAIMED = (
     """
-WITH claim AS (CLAIM), j AS (
+WITH claim AS (CLAIM), GUARDS j AS (
     INSERT INTO ledger_journal (idempotency_key, kind, memo, reference_type, reference_id,
                                 created_by_id, reverses_id, created_at)
     SELECT %s, %s, %s, %s, claim.id::text, %s, NULL, %s FROM claim
+     WHERE (SELECT count(*) FROM GUARD) >= 0
     RETURNING id
 ), """
     + _POSTGRES_POSTINGS
@@ -581,24 +584,34 @@ def transfer_claimed(
     memo: str,
     reference_type: str,
     created_by: User | None,
+    guards: tuple[str, Sequence, str] | None = None,
 ) -> tuple[int, int] | None:
     """PostgreSQL only: a transfer that exists only if the caller's claim writes its row, in
     ONE statement with that claim and the caller's follow-up: one round trip and, outside a
     caller's transaction, its own transaction (no BEGIN/COMMIT). `claim_sql` is a
     data-modifying statement returning one column `id`, the journal's reference id; when it
-    returns no row nothing at all is written and this returns None. `follow_up_sql` runs once
-    the journal exists and may read its id from the CTE `j` (`... journal_id = j.id FROM j`).
-    There is no replay: a journal with this key already makes the statement fail whole (the
-    claim is what makes it happen once). Returns (the claim's id, the journal's id)."""
+    returns no row nothing at all is written and this returns None. `guards`, if given, is
+    (CTEs, their parameters, the name of the one the journal waits for): more writes that
+    read `claim`, made before the accounts are locked, and that may fail the whole statement
+    (a CHECK). `follow_up_sql` runs once the journal exists and may read its id from the CTE
+    `j` (`... journal_id = j.id FROM j`). There is no replay: a journal with this key already
+    makes the statement fail whole (the claim is what makes it happen once). Returns (the
+    claim's id, the journal's id)."""
     legs = _normalized_legs(_transfer_legs(debit=debit, credit=credit, amount_msat=amount_msat))
     _require_key(idempotency_key)
     if connection.vendor != "postgresql":
         raise InvalidPosting("transfer_claimed is for PostgreSQL; use a transaction elsewhere")
-    sql = _POSTGRES_POST_CLAIMED.replace("CLAIM", claim_sql, 1).replace(
-        "FOLLOW_UP", follow_up_sql, 1
+    guard_ctes, guard_params, guard_name = guards or ("", (), "claim")
+    # The template's own markers first, then the callers' SQL (which could contain them).
+    sql = (
+        _POSTGRES_POST_CLAIMED.replace("GUARD)", f"{guard_name})", 1)
+        .replace("FOLLOW_UP", follow_up_sql, 1)
+        .replace("GUARDS", f"{guard_ctes}, " if guard_ctes else "", 1)
+        .replace("CLAIM", claim_sql, 1)
     )
     params = [
         *claim_params,
+        *guard_params,
         idempotency_key,
         kind,
         memo,

@@ -6,6 +6,7 @@ and link each to the journals it caused (`deposit:<payment_hash>`, `withdrawal:<
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from lightning.connection import parse_connection_string
 
@@ -191,7 +192,9 @@ class Payment(models.Model):
     failure_reason = models.CharField(max_length=300, blank=True)
     idempotency_key = models.CharField(max_length=200, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Not auto_now_add, which always overwrites: an internal payment is created and resolved
+    # at one instant and says so (it used to show a resolved_at microseconds before created_at).
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -200,14 +203,6 @@ class Payment(models.Model):
             models.Index(fields=["payment_hash"], name="lightning_payment_hash"),
             models.Index(
                 fields=["status"], name="lightning_payment_pending", condition=Q(status="pending")
-            ),
-            # The daily withdrawal limit sums these on every withdrawal: an index-only scan.
-            # PostgreSQL only (covering indexes); the statuses are LIVE_PAYMENT_STATUSES.
-            models.Index(
-                fields=["user", "created_at"],
-                include=["amount_msat"],
-                condition=Q(status__in=["pending", "succeeded"]),
-                name="lightning_payment_user_live",
             ),
         ]
         constraints = [

@@ -2,8 +2,9 @@
 
 A withdrawal's life, with no database transaction open across a node call:
 1. validate (decode, network, expiry, amount, limits, not already paid) — nothing written;
-2. one transaction: create the Payment row and reserve amount + fee reserve from the user
-   into withdrawals:in-flight (two-phase transfer `withdrawal:<id>`), under the user's row lock;
+2. one transaction: create the Payment row, count it against the daily limit (under the
+   user's window row lock) and reserve amount + fee reserve from the user into
+   withdrawals:in-flight (two-phase transfer `withdrawal:<id>`);
 3. claim: set `sent_at` and the node in its own commit, only if still unsent — so a payment
    reaches a node at most once, whoever (request, tracker, a restarted worker) tries;
 4. call the node with a fee limit equal to the fee reserved, so fees can never overdraw;
@@ -23,7 +24,14 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from accounts.selectors import WithdrawalAllowance, withdrawal_allowance
+from accounts.selectors import limits_for
+from accounts.services import (
+    raise_if_over_daily_limit,
+    withdrawal_limits_check,
+    withdrawal_window_count,
+    withdrawal_window_count_ctes,
+    withdrawal_window_release,
+)
 from config.sqlrows import ModelSql
 from ledger import services as ledger
 from ledger.errors import InsufficientBalance
@@ -35,7 +43,6 @@ from lightning.errors import (
     AmountRequired,
     InvalidAmount,
     InvoiceExpired,
-    LimitExceeded,
     OwnInvoice,
 )
 from lightning.invoices import decode_bolt11, ensure_not_expired, normalize_bolt11
@@ -103,7 +110,7 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
     if amount <= 0:
         raise InvalidAmount("the amount must be more than zero")
     facts = withdrawal_facts(user=user, payment_hash=decoded.payment_hash)
-    _ensure_within_limits(allowance=facts.allowance, amount_msat=amount)
+    withdrawal_limits_check(allowance=facts.allowance, amount_msat=amount)
     if facts.paid_before:
         raise AlreadyPaid("this invoice has already been paid")
     # The canonical form (no `lightning:` prefix, lower case) is what reaches the node.
@@ -113,20 +120,6 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         amount_msat=amount,
         facts=facts,
     )
-
-
-def _ensure_within_limits(*, allowance: WithdrawalAllowance, amount_msat: int) -> None:
-    limits = allowance.limits
-    if amount_msat > limits.max_withdrawal_msat:
-        raise LimitExceeded(
-            "this is more than your limit for one withdrawal",
-            max_withdrawal_msat=limits.max_withdrawal_msat,
-        )
-    if allowance.withdrawn_today_msat + amount_msat > limits.daily_withdrawal_msat:
-        raise LimitExceeded(
-            "this would pass your withdrawal limit for the last 24 hours",
-            daily_withdrawal_msat=limits.daily_withdrawal_msat,
-        )
 
 
 # --- withdrawals -------------------------------------------------------------------------
@@ -157,6 +150,7 @@ def withdrawal_create(
                 amount_msat=invoice.amount_msat,
                 bolt11=invoice.bolt11,
                 idempotency_key=idempotency_key,
+                daily_limit_msat=invoice.facts.allowance.limits.daily_withdrawal_msat,
                 payer_account=invoice.facts.payer_account,
                 payee_account=invoice.facts.payee_account,
             )
@@ -197,12 +191,6 @@ def _reserve(
 ) -> Payment:
     try:
         with transaction.atomic():
-            # Under the user's row lock, so concurrent withdrawals cannot pass the daily limit
-            # together (the ledger takes the same lock again below).
-            ledger.user_accounts_lock(user_ids={user.pk})
-            _ensure_within_limits(
-                allowance=withdrawal_allowance(user=user), amount_msat=invoice.amount_msat
-            )
             payment = Payment.objects.create(
                 user=user,
                 payment_hash=invoice.payment_hash,
@@ -210,6 +198,14 @@ def _reserve(
                 amount_msat=invoice.amount_msat,
                 fee_reserve_msat=fee_reserve_msat,
                 idempotency_key=idempotency_key,
+            )
+            # Counted under the user's window row lock, so concurrent withdrawals cannot pass
+            # the daily limit together; at its creation time, which a refund gives back.
+            withdrawal_window_count(
+                user=user,
+                amount_msat=invoice.amount_msat,
+                daily_limit_msat=invoice.facts.allowance.limits.daily_withdrawal_msat,
+                now=payment.created_at,
             )
             ledger.pending_transfer_reserve(
                 key=withdrawal_key(payment.pk),
@@ -379,6 +375,9 @@ def payment_fail(*, payment: Payment, reason: str, only_if_unsent: bool = False)
             return payment
         if only_if_unsent and payment.sent_at is not None:
             return payment
+        withdrawal_window_release(
+            user_id=payment.user_id, amount_msat=payment.amount_msat, counted_at=payment.created_at
+        )
         ledger.pending_transfer_void(
             key=withdrawal_key(payment.pk),
             kind="withdrawal_refund",
@@ -446,14 +445,17 @@ def internal_payment(
     amount_msat: int,
     bolt11: str,
     idempotency_key: str = "",
+    daily_limit_msat: int | None = None,
     payer_account: Account | None = None,
     payee_account: Account | None = None,
 ) -> Payment:
     """Pay another user's open deposit invoice from the payer's balance: one journal payer →
     payee, no fee, no routing. The invoice is cancelled on its node first, so an outside
-    payer can no longer pay it too. The accounts, when the caller has just read them (their
-    balance only serves a clear early refusal: the ledger enforces it), save a query.
-    On PostgreSQL the whole payment after the cancel is one statement (ledger.transfer_claimed)."""
+    payer can no longer pay it too. The payment counts against the payer's daily limit
+    (`daily_limit_msat`, when the caller has just read it). The accounts, when the caller has
+    just read them (their balance only serves a clear early refusal: the ledger enforces
+    it), save a query. On PostgreSQL the whole payment after the cancel is one statement
+    (ledger.transfer_claimed), the count against the daily limit included."""
     if invoice.user_id == payer.pk:
         raise OwnInvoice("this is your own deposit invoice: you cannot pay it from your balance")
     if invoice.status == InvoiceStatus.SETTLED:
@@ -481,6 +483,8 @@ def internal_payment(
     except (base.NodeUnreachable, base.NodeAuthFailed, base.OutcomeUnknown) as error:
         raise NoNodeAvailable("the payee's node is unavailable; try again shortly") from error
 
+    if daily_limit_msat is None:
+        daily_limit_msat = limits_for(payer).daily_withdrawal_msat
     now = timezone.now()
     payment = Payment(
         user=payer,
@@ -491,6 +495,7 @@ def internal_payment(
         internal=True,
         idempotency_key=idempotency_key,
         status=PaymentStatus.SUCCEEDED,
+        created_at=now,
         resolved_at=now,
     )
     # The claim: the payment row is written only while the invoice is still open, and the
@@ -514,15 +519,27 @@ def internal_payment(
     invoices = Invoice._meta.db_table
     if connection.vendor == "postgresql":
         # Claim, journal and settlement in one statement: one round trip, no BEGIN/COMMIT.
-        claimed = ledger.transfer_claimed(
-            claim_sql=claim_sql,
-            claim_params=claim_params,
-            follow_up_sql=f"UPDATE {invoices} SET {settle_sql}, journal_id = j.id"
-            f" FROM j WHERE {invoices}.id = %s RETURNING 1",
-            follow_up_params=[*settle_params, invoice.pk],
-            reference_type="lightning.payment",
-            **journal_fields,
+        window_ctes, window_params = withdrawal_window_count_ctes(
+            user_id=payer.pk,
+            amount_msat=amount_msat,
+            daily_limit_msat=daily_limit_msat,
+            now=now,
+            after="claim",
         )
+        try:
+            claimed = ledger.transfer_claimed(
+                claim_sql=claim_sql,
+                claim_params=claim_params,
+                guards=(window_ctes, window_params, "window_counted"),
+                follow_up_sql=f"UPDATE {invoices} SET {settle_sql}, journal_id = j.id"
+                f" FROM j WHERE {invoices}.id = %s RETURNING 1",
+                follow_up_params=[*settle_params, invoice.pk],
+                reference_type="lightning.payment",
+                **journal_fields,
+            )
+        except IntegrityError as error:
+            raise_if_over_daily_limit(error, user=payer, daily_limit_msat=daily_limit_msat)
+            raise
         if claimed is None:
             raise AlreadyPaid("this invoice has already been paid")
         return _PAYMENT_SQL.inserted(payment, claimed[:1])
@@ -532,6 +549,9 @@ def internal_payment(
             cursor.execute(claim_sql, claim_params)
             if _PAYMENT_SQL.inserted(payment, cursor.fetchone()) is None:
                 raise AlreadyPaid("this invoice has already been paid")
+        withdrawal_window_count(
+            user=payer, amount_msat=amount_msat, daily_limit_msat=daily_limit_msat, now=now
+        )
         journal = ledger.transfer(
             reference=("lightning.payment", str(payment.pk)), **journal_fields
         )

@@ -44,7 +44,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.selectors import daily_withdrawn_msat, limits_for
+from accounts.selectors import withdrawal_allowance
+from accounts.services import (
+    withdrawal_limits_check,
+    withdrawal_window_count,
+    withdrawal_window_release,
+)
 from ledger import services as ledger
 from ledger.errors import IdempotencyConflict, InsufficientBalance
 from ledger.models import Account, AccountKind
@@ -54,7 +59,7 @@ from lightning.models import Node
 from lightning.nodes import NoNodeAvailable, configured_network, mark_unreachable, node_backend
 from lightning.nodes import onchain_nodes as _onchain_nodes
 from onchain.addresses import validate_address
-from onchain.errors import AmountTooSmall, LimitExceeded, NotCancelable
+from onchain.errors import AmountTooSmall, NotCancelable
 from onchain.fees import split_fee
 from onchain.models import (
     Batch,
@@ -127,33 +132,26 @@ def withdrawal_request(
             min_amount_sat=settings.ONCHAIN_DUST_LIMIT_SAT,
         )
     amount_msat = amount_sat * 1000
-    limits = limits_for(user)
-    if amount_msat > limits.max_withdrawal_msat:
-        raise LimitExceeded(
-            "this is more than your limit for one withdrawal",
-            max_withdrawal_msat=limits.max_withdrawal_msat,
-        )
+    allowance = withdrawal_allowance(user=user)
+    withdrawal_limits_check(allowance=allowance, amount_msat=amount_msat)
     fee_reserve_msat = settings.ONCHAIN_FEE_RESERVE_SAT * 1000
     user_account = ledger.user_account_get_or_create(user=user)
     try:
         with transaction.atomic():
-            # Under the user's row lock, so concurrent requests cannot pass the daily limit
-            # together (the ledger takes the same lock again to reserve).
-            ledger.user_accounts_lock(user_ids={user.pk})
-            # Lightning and on-chain withdrawals share the rolling 24-hour limit.
-            withdrawn = daily_withdrawn_msat(user=user)
-            if withdrawn + amount_msat > limits.daily_withdrawal_msat:
-                raise LimitExceeded(
-                    "this would pass your withdrawal limit for the last 24 hours",
-                    daily_withdrawal_msat=limits.daily_withdrawal_msat,
-                    daily_withdrawn_msat=withdrawn,
-                )
             withdrawal = OnchainWithdrawal.objects.create(
                 user=user,
                 address=valid.address,
                 amount_sat=amount_sat,
                 fee_reserve_msat=fee_reserve_msat,
                 idempotency_key=idempotency_key,
+            )
+            # Lightning and on-chain withdrawals share the daily limit; counted under the
+            # user's window row lock, so concurrent requests cannot pass it together.
+            withdrawal_window_count(
+                user=user,
+                amount_msat=amount_msat,
+                daily_limit_msat=allowance.limits.daily_withdrawal_msat,
+                now=withdrawal.created_at,
             )
             ledger.pending_transfer_reserve(
                 key=withdrawal_key(withdrawal.pk),
@@ -200,6 +198,11 @@ def withdrawal_cancel(
                 f"only a queued withdrawal can be canceled; this one is {withdrawal.status}",
                 status=withdrawal.status,
             )
+        withdrawal_window_release(
+            user_id=withdrawal.user_id,
+            amount_msat=withdrawal.amount_sat * 1000,
+            counted_at=withdrawal.created_at,
+        )
         ledger.pending_transfer_void(
             key=withdrawal_key(withdrawal.pk),
             kind="onchain_withdrawal_refund",
@@ -403,13 +406,18 @@ def _fail_batch(*, batch: Batch, reason: str, count: bool) -> None:
         members = OnchainWithdrawal.objects.filter(batch=locked, status=WithdrawalStatus.BATCHED)
         if count:
             members.update(attempts=F("attempts") + 1)
-        exhausted = list(
-            members.filter(attempts__gte=settings.ONCHAIN_MAX_ATTEMPTS).values_list("id", flat=True)
+        refunded = list(
+            members.filter(attempts__gte=settings.ONCHAIN_MAX_ATTEMPTS)
+            .order_by("user_id", "id")  # window rows in the order every count locks them
+            .values_list("id", "user_id", "amount_sat", "created_at")
         )
-        if exhausted:
-            ledger.user_accounts_lock(
-                user_ids=set(members.filter(id__in=exhausted).values_list("user_id", flat=True))
+        exhausted = [withdrawal_id for withdrawal_id, *_ in refunded]
+        for _, user_id, amount_sat, created_at in refunded:
+            withdrawal_window_release(
+                user_id=user_id, amount_msat=amount_sat * 1000, counted_at=created_at
             )
+        if exhausted:
+            ledger.user_accounts_lock(user_ids={user_id for _, user_id, *_ in refunded})
         for withdrawal_id in exhausted:
             ledger.pending_transfer_void(
                 key=withdrawal_key(withdrawal_id),

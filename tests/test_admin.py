@@ -87,3 +87,23 @@ def test_nodes_show_health_redacted_connection_and_actions(staff):
     assert not Node.objects.get(name="alpha").enabled
     staff.post(changelist, {"action": "enable_nodes", "_selected_action": [alpha.pk]})
     assert Node.objects.get(name="alpha").enabled
+
+
+def test_a_users_page_shows_what_counts_against_the_daily_limit(staff, make_user, settings):
+    from django.db import transaction
+
+    from accounts.services import user_limits_set, withdrawal_window_count
+
+    settings.WITHDRAWAL_MAX_MSAT = 9_000_000
+    user = make_user()
+    user_limits_set(user=user, max_withdrawal_msat=None, daily_withdrawal_msat=50_000_000)
+    with transaction.atomic():
+        withdrawal_window_count(user=user, amount_msat=1_234_000, daily_limit_msat=50_000_000)
+    page = staff.get(reverse("admin:accounts_user_change", args=[user.pk]))
+    assert page.status_code == 200
+    assert "withdrawn in the last 24 hours" in page.content.decode().lower()
+    assert (
+        "1,234,000 msat of 50,000,000 msat a day (at most 9,000,000 msat at once)"
+        in page.content.decode()
+    )
+    assert staff.get(reverse("admin:accounts_user_add")).status_code == 200

@@ -9,11 +9,10 @@ from django.contrib.admin.sites import AdminSite
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
-from django.utils import timezone
 
 from accounts.admin import ApiKeyAdmin
 from accounts.models import ApiKey, User
-from accounts.selectors import api_key_for_plaintext, daily_withdrawn_msat, limits_for
+from accounts.selectors import api_key_for_plaintext, limits_for
 from accounts.services import (
     AccountsError,
     api_key_issue,
@@ -23,7 +22,6 @@ from accounts.services import (
     user_limits_set,
 )
 from ledger.selectors import user_account, user_balance_msat
-from lightning.models import Node, Payment, PaymentStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -178,28 +176,3 @@ def test_limits_fall_back_to_settings(make_user, settings):
     )
     with pytest.raises(AccountsError):
         user_limits_set(user=user, max_withdrawal_msat=-1, daily_withdrawal_msat=None)
-
-
-def test_daily_withdrawn_counts_pending_and_succeeded_of_the_last_24_hours(make_user):
-    user = make_user()
-    node = Node.objects.create(name="n1", kind="fake", connection="type=fake")
-
-    def payment(amount, status, hours_ago=0, n=[0]):  # noqa: B006
-        n[0] += 1
-        created = Payment.objects.create(
-            user=user,
-            node=node,
-            payment_hash=f"{n[0]:064x}",
-            bolt11="lnbcrt1",
-            amount_msat=amount,
-            status=status,
-        )
-        Payment.objects.filter(pk=created.pk).update(
-            created_at=timezone.now() - timedelta(hours=hours_ago)
-        )
-
-    payment(1000, PaymentStatus.SUCCEEDED)
-    payment(200, PaymentStatus.PENDING, hours_ago=23)
-    payment(30, PaymentStatus.FAILED)
-    payment(4, PaymentStatus.SUCCEEDED, hours_ago=25)
-    assert daily_withdrawn_msat(user=user) == 1200

@@ -12,12 +12,14 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from accounts.selectors import withdrawal_allowance
 from ledger.checks import run_checks
 from ledger.models import Journal
 from ledger.selectors import user_balance_msat
 from lightning.models import Invoice, InvoiceStatus, InvoiceStreamCursor, Payment, PaymentStatus
 from lightning.payments import payments_track_pending, withdrawal_create
 from lightning.services import deposit_create, invoices_poll_open
+from tests.lightning.conftest import fakenode
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
@@ -216,4 +218,54 @@ def test_two_listeners_credit_once_and_a_restart_resumes_from_the_cursor(make_us
     for index, user in enumerate(users):
         expected = 10_000 + index + (20_000 if index < 3 else 0) + (30_000 if index == 5 else 0)
         assert user_balance_msat(user=user) == expected
+    assert run_checks().ok
+
+
+def test_concurrent_internal_payments_never_pass_the_daily_limit_together(
+    make_user, world, settings
+):
+    """The early limit check reads without a lock: all 20 pass it. The daily limit must
+    still hold when they write: 25,000 msat a day lets exactly two 10,000 msat payments
+    through, whatever the balance."""
+    settings.WITHDRAWAL_DAILY_MAX_MSAT = 25_000
+    payer = make_user()
+    fund(payer, world, 500_000)
+    invoices = [deposit_create(user=make_user(), amount_msat=10_000) for _ in range(20)]
+    outcomes = _race(
+        invoices, lambda invoice: withdrawal_create(user=payer, bolt11=invoice.bolt11).status
+    )
+    assert sorted(outcomes) == ["LimitExceeded"] * 18 + ["succeeded"] * 2, outcomes
+    assert user_balance_msat(user=payer) == 480_000
+    assert run_checks().ok
+
+
+def test_mixed_withdrawals_of_two_users_count_exactly_and_never_deadlock(
+    make_user, world, settings
+):
+    """Two users pay each other's invoices, pay outside invoices (a third of which fail and
+    give their count back) and race for their daily limits, all at once: every lock order
+    meets (window rows, then accounts, on every path). Afterwards each user's count is
+    exactly their live payments, and the ledger balances."""
+    settings.WITHDRAWAL_DAILY_MAX_MSAT = 250_000
+    alice, bob = make_user(), make_user()
+    fund(alice, world, 1_000_000)
+    fund(bob, world, 1_000_000)
+    fakenode("fail-next", "4", "--node", "alpha", "--reason", "no_route")
+    jobs = []
+    for index in range(12):
+        jobs.append((alice, deposit_create(user=bob, amount_msat=20_000 + index).bolt11))
+        jobs.append((bob, deposit_create(user=alice, amount_msat=20_000 + index).bolt11))
+        jobs.append((alice if index % 2 else bob, world.invoice(10_000 + index)))
+    outcomes = _race(
+        jobs,
+        lambda job: withdrawal_create(user=job[0], bolt11=job[1]).status,
+    )
+    assert {"succeeded", "failed", "LimitExceeded"} >= set(outcomes), outcomes
+    assert "succeeded" in outcomes and "LimitExceeded" in outcomes and "failed" in outcomes
+    for user in (alice, bob):
+        live = Payment.objects.filter(
+            user=user, status__in=[PaymentStatus.PENDING, PaymentStatus.SUCCEEDED]
+        )
+        counted = withdrawal_allowance(user=user).withdrawn_today_msat
+        assert counted == sum(payment.amount_msat for payment in live) <= 250_000
     assert run_checks().ok

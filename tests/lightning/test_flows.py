@@ -9,6 +9,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.selectors import daily_withdrawn_msat
 from ledger.checks import run_checks
 from ledger.errors import InsufficientBalance
 from ledger.selectors import account_balance_msat, user_balance_msat, user_pending_msat
@@ -144,6 +145,7 @@ def test_failed_withdrawal_is_refunded_in_full(make_user, world):
     assert payment.status == PaymentStatus.FAILED
     assert payment.failure_reason
     assert user_balance_msat(user=user) == 500_000
+    assert daily_withdrawn_msat(user=user) == 0  # nor does it count against the daily limit
 
 
 def test_hung_withdrawal_stays_pending_until_the_tracker_learns_the_outcome(make_user, world):
@@ -171,11 +173,13 @@ def test_hung_withdrawal_that_finally_fails_is_refunded(make_user, world):
     fund(user, world, 300_000)
     world.hang_next()
     payment = withdrawal_create(user=user, bolt11=world.invoice(100_000), wait_s=0.3)
+    assert daily_withdrawn_msat(user=user) == 100_000  # pending: it counts
     world.resolve(succeed=False)
     payments_track_pending()
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.FAILED
     assert user_balance_msat(user=user) == 300_000
+    assert daily_withdrawn_msat(user=user) == 0
 
 
 def test_fee_limit_given_to_node_never_exceeds_reserve(make_user, world):
@@ -331,6 +335,8 @@ def test_internal_payment_moves_money_without_a_node(make_user, world, alpha):
     invoice = deposit_create(user=payee, amount_msat=30_000)
     payment = withdrawal_create(user=payer, bolt11=invoice.bolt11)
     assert payment.internal and payment.status == PaymentStatus.SUCCEEDED and payment.fee_msat == 0
+    stored = Payment.objects.get(pk=payment.pk)
+    assert stored.created_at == stored.resolved_at  # created and resolved at one instant
     assert user_balance_msat(user=payer) == 70_000
     assert user_balance_msat(user=payee) == 30_000
     invoice.refresh_from_db()

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.selectors import daily_withdrawn_msat
 from ledger import services as ledger
 from ledger.errors import IdempotencyConflict, InsufficientBalance
 from ledger.models import PendingTransfer
@@ -275,11 +276,13 @@ def test_refusal_requeues_then_fails_and_refunds(funded_user, use_wallet, settin
     assert report.failed and withdrawal.status == "queued" and withdrawal.attempts == 1
     assert withdrawal.batch is None
     assert Batch.objects.get().status == "failed"
+    assert daily_withdrawn_msat(user=user) == withdrawal.amount_sat * 1000  # still counts
     use_wallet.next_error = base.NodeRejected("insufficient funds", reason="insufficient_balance")
     services.batch_round()
     withdrawal.refresh_from_db()
     assert withdrawal.status == "failed" and withdrawal.attempts == 2
     assert user_balance_msat(user=user) == 100_000_000
+    assert daily_withdrawn_msat(user=user) == 0  # failed: it no longer counts
     assert not use_wallet.sends
     ledger_ok()
 
