@@ -42,6 +42,7 @@ from lightning.errors import (
     AmountMismatch,
     AmountRequired,
     InvalidAmount,
+    InvalidInvoice,
     InvoiceExpired,
     OwnInvoice,
 )
@@ -110,6 +111,12 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
     if amount <= 0:
         raise InvalidAmount("the amount must be more than zero")
     facts = withdrawal_facts(user=user, payment_hash=decoded.payment_hash)
+    if facts.ours is not None and not _is_our_invoice(bolt11, ours=facts.ours):
+        # Our payment hash in an invoice our node did not issue: anyone can sign one, with
+        # another amount (an underpaid deposit would be settled) or payee. Never paid.
+        raise InvalidInvoice(
+            "this invoice reuses the payment hash of another invoice but is not that invoice"
+        )
     withdrawal_limits_check(allowance=facts.allowance, amount_msat=amount)
     if facts.paid_before:
         raise AlreadyPaid("this invoice has already been paid")
@@ -120,6 +127,12 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         amount_msat=amount,
         facts=facts,
     )
+
+
+def _is_our_invoice(bolt11: str, *, ours: Invoice) -> bool:
+    """The very invoice our node issued (as BOLT 11 allows, in either case)."""
+    value = normalize_bolt11(bolt11)
+    return value == ours.bolt11 or value == normalize_bolt11(ours.bolt11)
 
 
 # --- withdrawals -------------------------------------------------------------------------

@@ -39,7 +39,10 @@ def user_withdrawals(*, user: User, limit: int = 20) -> list[Payment]:
 # Only the columns a payment reads (lightning.payments): every column loaded costs CPU on
 # every payment (a timestamp ~5 µs through Django's time-zone loader). The rest is deferred.
 _INVOICE = ModelSql(
-    Invoice, "i", only=["payment_hash", "node_id", "user_id", "amount_msat", "status", "expires_at"]
+    Invoice,
+    "i",
+    # bolt11: a payment of exactly this string needs no signature check (lightning.payments)
+    only=["payment_hash", "bolt11", "node_id", "user_id", "amount_msat", "status", "expires_at"],
 )
 _NODE = ModelSql(Node, "n", only=["name", "kind", "connection"])  # what node_backend reads
 _ACCOUNT_COLUMNS = ["code", "kind", "owner_id", "allow_negative", "cached", "balance_msat"]

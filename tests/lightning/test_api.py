@@ -16,7 +16,7 @@ from ledger.models import Journal
 from ledger.selectors import user_balance_msat
 from lightning.backends.base import Network
 from lightning.invoices import sign_bolt11
-from lightning.models import Payment
+from lightning.models import Invoice, Payment
 from lightning.payments import payments_track_pending
 from lightning.services import invoices_poll_open
 
@@ -192,6 +192,8 @@ BAD_WITHDRAWALS = [
     ({"bolt11": "MAINNET"}, 400, "wrong_network"),
     ({"bolt11": "TOO_BIG"}, 409, "insufficient_balance"),
     ({"bolt11": "OWN"}, 400, "own_invoice"),
+    # another user's deposit invoice re-signed by someone else for 1 msat (would underpay it)
+    ({"bolt11": "FORGED"}, 400, "invalid_invoice"),
 ]
 
 
@@ -199,6 +201,7 @@ def test_bad_withdrawals_get_a_clear_4xx_and_change_nothing(client_for, world):
     alice = client_for()
     deposit_and_pay(alice, world, 100_000)
     own = alice.post("/deposits", {"amount_msat": 1_000}).json()["bolt11"]
+    theirs = client_for().post("/deposits", {"amount_msat": 50_000}).json()
     substitutes = {
         "OUTSIDE": world.invoice(10_000),
         "AMOUNTLESS": world.invoice(None),
@@ -206,6 +209,15 @@ def test_bad_withdrawals_get_a_clear_4xx_and_change_nothing(client_for, world):
         "MAINNET": mainnet_invoice(),
         "TOO_BIG": world.invoice(5_000_000),
         "OWN": own,
+        "FORGED": sign_bolt11(
+            private_key=secrets.token_bytes(32),
+            network=Network.REGTEST,
+            payment_hash=theirs["payment_hash"],
+            payment_secret=secrets.token_hex(32),
+            amount_msat=1,
+            expiry_s=3600,
+            description="forged",
+        ),
     }
     journals = Journal.objects.count()
     for body, status, code in BAD_WITHDRAWALS:
@@ -222,6 +234,7 @@ def test_bad_withdrawals_get_a_clear_4xx_and_change_nothing(client_for, world):
     assert Journal.objects.count() == journals
     assert not Payment.objects.filter(user=alice.user).exists()
     assert alice.get("/balance").json() == {"balance_msat": 100_000, "pending_msat": 0}
+    assert Invoice.objects.get(payment_hash=theirs["payment_hash"]).status == "open"
 
 
 @pytest.mark.parametrize(

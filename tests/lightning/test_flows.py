@@ -15,7 +15,8 @@ from ledger.errors import InsufficientBalance
 from ledger.selectors import account_balance_msat, user_balance_msat, user_pending_msat
 from ledger.services import node_asset_account_get_or_create
 from lightning import errors
-from lightning.backends.base import InvoiceState, InvoiceStatus
+from lightning.backends.base import InvoiceState, InvoiceStatus, Network
+from lightning.invoices import sign_bolt11
 from lightning.models import Invoice, Payment, PaymentStatus
 from lightning.models import InvoiceStatus as DepositStatus
 from lightning.nodes import NoNodeAvailable, node_backend
@@ -350,6 +351,35 @@ def test_internal_payment_moves_money_without_a_node(make_user, world, alpha):
         world.pay(invoice.bolt11)
     invoices_poll_open()
     assert user_balance_msat(user=payee) == 30_000
+
+
+@pytest.mark.parametrize("forged_amount_msat", [1, 30_000, 60_000])
+def test_a_forged_copy_of_our_invoice_is_refused(make_user, world, alpha, forged_amount_msat):
+    """An invoice carrying the payment hash of one of our deposit invoices, signed by someone
+    else (a lower amount would settle the payee's invoice underpaid), is not our invoice:
+    only the exact string our node issued is paid internally."""
+    payer, payee = make_user(), make_user()
+    fund(payer, world, 100_000)
+    invoice = deposit_create(user=payee, amount_msat=30_000)
+    forged = sign_bolt11(
+        private_key=hashlib.sha256(b"someone else's key").digest(),
+        network=Network.REGTEST,
+        payment_hash=invoice.payment_hash,
+        payment_secret="11" * 32,
+        amount_msat=forged_amount_msat,
+        expiry_s=3600,
+        description="looks like a deposit",
+    )
+    with pytest.raises(errors.InvalidInvoice):
+        withdrawal_create(user=payer, bolt11=forged)
+    invoice.refresh_from_db()
+    assert invoice.status == DepositStatus.OPEN
+    assert user_balance_msat(user=payer) == 100_000 and user_balance_msat(user=payee) == 0
+    assert not Payment.objects.filter(payment_hash=invoice.payment_hash).exists()
+    # Still open on its node: the real invoice can still be paid, from outside or inside.
+    state = node_backend(alpha).lookup_invoice(payment_hash=invoice.payment_hash).state
+    assert state == InvoiceState.OPEN
+    assert withdrawal_create(user=payer, bolt11=invoice.bolt11.upper()).internal
 
 
 def test_paying_your_own_deposit_invoice_is_refused(make_user, world):
