@@ -386,11 +386,18 @@ SELECT (SELECT id FROM claim), (SELECT id FROM j), (SELECT count(*) FROM inserte
 
 
 def _legs_params(legs: Sequence[Leg]) -> list:
+    # Arrays as PostgreSQL array literals ('{1,2}', cast to bigint[] in the SQL): psycopg
+    # scans a Python list to choose its dumper, ~4 µs a list on a fresh cursor, on every
+    # payment; the values are ints, so the literal is exact.
     return [
-        sorted({leg.account.pk for leg in legs}),
-        [leg.account.pk for leg in legs],
-        [leg.amount_msat for leg in legs],
+        _bigint_array(sorted({leg.account.pk for leg in legs})),
+        _bigint_array([leg.account.pk for leg in legs]),
+        _bigint_array([leg.amount_msat for leg in legs]),
     ]
+
+
+def _bigint_array(values: Sequence[int]) -> str:
+    return "{" + ",".join(str(int(value)) for value in values) + "}"
 
 
 def _post_postgresql(*, legs: Sequence[Leg], **journal_fields) -> int | None:
