@@ -382,6 +382,23 @@ def test_a_forged_copy_of_our_invoice_is_refused(make_user, world, alpha, forged
     assert withdrawal_create(user=payer, bolt11=invoice.bolt11.upper()).internal
 
 
+def test_a_damaged_copy_of_our_invoice_gets_the_checksum_error(make_user, world, alpha):
+    """Our invoice with one character changed (its payment hash intact) is refused as a
+    damaged invoice, the error a person can act on, and moves nothing."""
+    payer, payee = make_user(), make_user()
+    fund(payer, world, 100_000)
+    invoice = deposit_create(user=payee, amount_msat=30_000)
+    position = len(invoice.bolt11) - 10  # inside the signature
+    swapped = "q" if invoice.bolt11[position] != "q" else "p"
+    damaged = invoice.bolt11[:position] + swapped + invoice.bolt11[position + 1 :]
+    with pytest.raises(errors.InvalidInvoice) as raised:
+        withdrawal_create(user=payer, bolt11=damaged)
+    assert "checksum" in raised.value.message
+    invoice.refresh_from_db()
+    assert invoice.status == DepositStatus.OPEN
+    assert user_balance_msat(user=payer) == 100_000
+
+
 def test_paying_your_own_deposit_invoice_is_refused(make_user, world):
     user = make_user()
     fund(user, world, 100_000)

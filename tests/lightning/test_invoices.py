@@ -363,3 +363,35 @@ def test_checksum_is_bip173(hrp, words):
     assert _polymod(_hrp_expand(hrp) + all_words) == 1
     damaged = [all_words[0] ^ 1, *all_words[1:]]
     assert _polymod(_hrp_expand(hrp) + damaged) != 1
+
+
+# --- read without verifying (lightning.payments, for strings compared with our own) ---------
+
+
+@pytest.mark.parametrize("include_payee", [False, True])
+@pytest.mark.parametrize("amount_msat", [None, 1, 150_000])
+def test_unverified_read_gives_the_same_fields_but_no_payee(include_payee, amount_msat):
+    invoice = sign(amount_msat=amount_msat, include_payee=include_payee)
+    verified = decode_bolt11(invoice, network=Network.REGTEST)
+    unverified = decode_bolt11(invoice, network=Network.REGTEST, verify=False)
+    assert unverified.payee == "" and verified.payee
+    for field in type(verified).__dataclass_fields__:
+        if field != "payee":
+            assert getattr(unverified, field) == getattr(verified, field), field
+
+
+def test_unverified_read_skips_checksum_and_signature_only():
+    invoice = sign()
+    separator = invoice.rfind("1")
+    # the last data character before the checksum is part of the signature
+    tampered = invoice[:-7] + ("q" if invoice[-7] != "q" else "p") + invoice[-6:]
+    with pytest.raises(InvalidInvoice):
+        decode_bolt11(tampered, network=Network.REGTEST)
+    assert decode_bolt11(tampered, network=Network.REGTEST, verify=False).payment_hash == (
+        decode_bolt11(invoice, network=Network.REGTEST).payment_hash
+    )
+    # what is not the checksum's or the signature's to catch is still refused
+    with pytest.raises(WrongNetwork):
+        decode_bolt11(invoice, network=Network.MAINNET, verify=False)
+    with pytest.raises(InvalidInvoice):
+        decode_bolt11(invoice[: separator + 20], network=Network.REGTEST, verify=False)
