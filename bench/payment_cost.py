@@ -1,11 +1,11 @@
 """What one internal payment costs, in one process, without HTTP or other load.
 
-Runs `POST /api/v1/withdrawals` for one of our own deposit invoices straight through Django's
-WSGI handler (the request the API benchmark sends, minus the socket), N times, and prints per
-payment: wall time, this process's CPU (user and system) and the CPU of its PostgreSQL backend
-(from /proc). Those move ±15 % between runs on a shared VM; for A/B comparisons of the Python
-side, `--callgrind` runs the timed loop under valgrind and prints the exact number of
-instructions per payment (repeatable to ~0.3 %: bench/RESULTS.md).
+Runs `POST /api/v1/withdrawals` for one of our own deposit invoices straight through the WSGI
+application the web server serves (`config.wsgi`: the request the API benchmark sends, minus
+the socket), N times, and prints per payment: wall time, this process's CPU (user and system)
+and the CPU of its PostgreSQL backend (from /proc). Those move ±15 % between runs on a shared
+VM; for A/B comparisons of the Python side, `--callgrind` runs the timed loop under valgrind
+and prints the exact number of instructions per payment (repeatable to ~0.3 %).
 
 The state (migrated database, simulated node, a funded payer, N open invoices of a payee) is
 made once into the template database `satledger_payment_cost_tpl` and cloned for every run,
@@ -99,7 +99,6 @@ def backend_cpu_s(pid: int) -> float:
 def run(*, tree: Path, callgrind: bool) -> None:
     recreate(DATABASE, template=f"{DATABASE}_tpl")
     django_setup(tree=tree, database=DATABASE)
-    from django.core.handlers.wsgi import WSGIHandler
     from django.db import connection
 
     from accounts.models import User
@@ -113,7 +112,7 @@ def run(*, tree: Path, callgrind: bool) -> None:
         .order_by("id")
         .values_list("bolt11", flat=True)
     )
-    application = WSGIHandler()
+    from config.wsgi import application  # as the web server loads it
 
     def pay(bolt11: str) -> None:
         body = json.dumps({"bolt11": bolt11}).encode()
