@@ -9,18 +9,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.postgres_only
 @pytest.mark.slow
-def test_payment_cost_runs(db):
-    settings = connection.settings_dict
-    name = f"{settings['NAME']}_payment_cost"
-    auth = settings["USER"] + (f":{settings['PASSWORD']}" if settings["PASSWORD"] else "")
-    server = f"postgres://{auth}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}"
+def test_payment_cost_runs(pg_server):
+    server, test_database = pg_server
+    name = f"{test_database}_payment_cost"
     command = [sys.executable, "bench/payment_cost.py", "--payments", "5"]
     try:
         done = subprocess.run(
