@@ -487,6 +487,13 @@ def internal_payment(
         raise AlreadyPaid("this invoice has already been paid")
     if invoice.status != InvoiceStatus.OPEN or invoice.expires_at <= timezone.now():
         raise InvoiceExpired("this invoice has expired")
+    if invoice.amount_msat is not None and amount_msat != invoice.amount_msat:
+        # The callers pass the amount of the very invoice (withdrawal_validate); anything else
+        # would settle the payee's invoice for an amount it did not ask for.
+        raise AmountMismatch(
+            "amount_msat differs from the invoice's amount",
+            invoice_amount_msat=invoice.amount_msat,
+        )
     payer_account = payer_account or ledger.user_account_get_or_create(user=payer)
     payee_account = payee_account or ledger.user_account_get_or_create(user=invoice.user)
     if payer_account.balance_msat < amount_msat:

@@ -20,7 +20,7 @@ from lightning.invoices import sign_bolt11
 from lightning.models import Invoice, Payment, PaymentStatus
 from lightning.models import InvoiceStatus as DepositStatus
 from lightning.nodes import NoNodeAvailable, node_backend
-from lightning.payments import payments_track_pending, withdrawal_create
+from lightning.payments import internal_payment, payments_track_pending, withdrawal_create
 from lightning.services import (
     SettlementRejected,
     deposit_create,
@@ -397,6 +397,24 @@ def test_a_damaged_copy_of_our_invoice_gets_the_checksum_error(make_user, world,
     invoice.refresh_from_db()
     assert invoice.status == DepositStatus.OPEN
     assert user_balance_msat(user=payer) == 100_000
+
+
+@pytest.mark.parametrize("amount_msat", [1, 29_999, 30_001])
+def test_an_internal_payment_pays_the_invoice_s_own_amount(make_user, world, alpha, amount_msat):
+    """The service that moves the money refuses another amount itself, whatever its caller
+    checked: the payee's invoice is never settled for an amount it did not ask for."""
+    payer, payee = make_user(), make_user()
+    fund(payer, world, 100_000)
+    invoice = deposit_create(user=payee, amount_msat=30_000)
+    with pytest.raises(errors.AmountMismatch):
+        internal_payment(
+            payer=payer, invoice=invoice, amount_msat=amount_msat, bolt11=invoice.bolt11
+        )
+    invoice.refresh_from_db()
+    assert invoice.status == DepositStatus.OPEN
+    assert user_balance_msat(user=payer) == 100_000 and user_balance_msat(user=payee) == 0
+    state = node_backend(alpha).lookup_invoice(payment_hash=invoice.payment_hash).state
+    assert state == InvoiceState.OPEN  # refused before the cancel on the node
 
 
 def test_paying_your_own_deposit_invoice_is_refused(make_user, world):
