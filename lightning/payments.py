@@ -383,7 +383,7 @@ def payment_succeed(*, payment: Payment, fee_msat: int, preimage: str) -> Paymen
                 reference=("lightning.payment", str(payment.pk)),
             )
         payment.status = PaymentStatus.SUCCEEDED
-        payment.fee_msat = fee_msat
+        payment.fee_msat = charged_fee  # what the user paid; any excess is in the ledger
         payment.preimage = preimage
         payment.resolved_at = timezone.now()
         payment.save(update_fields=["status", "fee_msat", "preimage", "resolved_at"])

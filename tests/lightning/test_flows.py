@@ -13,14 +13,23 @@ from accounts.selectors import daily_withdrawn_msat
 from ledger.checks import run_checks
 from ledger.errors import InsufficientBalance
 from ledger.selectors import account_balance_msat, user_balance_msat, user_pending_msat
-from ledger.services import node_asset_account_get_or_create
+from ledger.services import (
+    EXPENSE_ROUTING_FEES,
+    node_asset_account_get_or_create,
+    system_account_get_or_create,
+)
 from lightning import errors
 from lightning.backends.base import InvoiceState, InvoiceStatus, Network
 from lightning.invoices import sign_bolt11
 from lightning.models import Invoice, Payment, PaymentStatus
 from lightning.models import InvoiceStatus as DepositStatus
 from lightning.nodes import NoNodeAvailable, node_backend
-from lightning.payments import internal_payment, payments_track_pending, withdrawal_create
+from lightning.payments import (
+    internal_payment,
+    payment_succeed,
+    payments_track_pending,
+    withdrawal_create,
+)
 from lightning.services import (
     SettlementRejected,
     deposit_create,
@@ -167,6 +176,30 @@ def test_hung_withdrawal_stays_pending_until_the_tracker_learns_the_outcome(make
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.SUCCEEDED
     assert user_balance_msat(user=user) == 500_000 - 100_000 - payment.fee_msat
+
+
+def test_a_fee_above_the_reserve_is_the_operator_s_not_the_user_s(make_user, world, alpha):
+    """A node that reports a fee above the limit it was given (it must not): the user pays
+    the reserve and no more, sees that as the fee, and the rest is booked as the operator's
+    routing-fee expense."""
+    user = make_user()
+    fund(user, world, 500_000)
+    world.hang_next()
+    payment = withdrawal_create(
+        user=user, bolt11=world.invoice(100_000), max_fee_msat=5_000, wait_s=0.3
+    )
+    assert payment.status == PaymentStatus.PENDING
+    payment = payment_succeed(payment=payment, fee_msat=7_500, preimage="ab" * 32)
+    assert payment.status == PaymentStatus.SUCCEEDED and payment.fee_msat == 5_000
+    assert user_balance_msat(user=user) == 500_000 - 105_000
+    expense = system_account_get_or_create(code=EXPENSE_ROUTING_FEES)
+    assert account_balance_msat(account=expense) == 2_500
+    node_account = node_asset_account_get_or_create(node_name=alpha.name)
+    assert account_balance_msat(account=node_account) == 500_000 - 107_500
+    # Once only: the tracker or a second report changes nothing.
+    payment_succeed(payment=payment, fee_msat=7_500, preimage="ab" * 32)
+    assert account_balance_msat(account=expense) == 2_500
+    assert user_balance_msat(user=user) == 500_000 - 105_000
 
 
 def test_hung_withdrawal_that_finally_fails_is_refunded(make_user, world):
