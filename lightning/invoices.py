@@ -25,6 +25,7 @@ Anything malformed raises `InvalidInvoice`. Both errors are the flow errors of
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
 import re
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ __all__ = [
     "decode_bolt11",
     "ensure_not_expired",
     "normalize_bolt11",
+    "preimage_proves",
     "sign_bolt11",
 ]
 
@@ -243,6 +245,15 @@ def _signer(*, hrp: str, data: list[int], signature_words: list[int]) -> bytes:
         return PublicKey.from_signature_and_message(signature, message).format(compressed=True)
     except Exception:  # coincurve refuses an impossible signature or recovery id
         raise InvalidInvoice("the invoice's signature is not valid") from None
+
+
+def preimage_proves(*, preimage: str, payment_hash: str) -> bool:
+    """Whether `preimage` (hex) is the secret whose SHA-256 is `payment_hash` (hex): a
+    payment's proof. Anything that is not hex proves nothing."""
+    try:
+        return hashlib.sha256(bytes.fromhex(preimage)).hexdigest() == payment_hash.lower()
+    except ValueError:
+        return False
 
 
 def ensure_not_expired(decoded: DecodedInvoice, *, now: datetime | None = None) -> None:

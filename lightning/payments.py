@@ -46,7 +46,12 @@ from lightning.errors import (
     InvoiceExpired,
     OwnInvoice,
 )
-from lightning.invoices import decode_bolt11, ensure_not_expired, normalize_bolt11
+from lightning.invoices import (
+    decode_bolt11,
+    ensure_not_expired,
+    normalize_bolt11,
+    preimage_proves,
+)
 from lightning.models import Invoice, InvoiceStatus, Node, Payment, PaymentStatus
 from lightning.nodes import (
     NoNodeAvailable,
@@ -342,6 +347,18 @@ def payment_send(
 
 def payment_record_result(*, payment: Payment, result: base.PaymentResult) -> Payment:
     if result.status == base.PaymentStatus.SUCCEEDED:
+        if result.preimage and not preimage_proves(
+            preimage=result.preimage, payment_hash=payment.payment_hash
+        ):
+            # The node says the money left, so it is never refunded; but this is no proof of
+            # payment to record: left pending (the tracker asks again) for the operator.
+            logger.error(
+                "payment %s: the node reported success with a preimage that is not this"
+                " payment's; left pending",
+                payment.pk,
+            )
+            payment.refresh_from_db()
+            return payment
         return payment_succeed(
             payment=payment, fee_msat=result.fee_msat or 0, preimage=result.preimage or ""
         )

@@ -3,7 +3,6 @@ node. Each function that talks to a node does so between short transactions."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from datetime import timedelta
@@ -17,6 +16,7 @@ from config.sqlrows import ModelSql
 from ledger import services as ledger
 from lightning.backends import base
 from lightning.errors import InvalidAmount
+from lightning.invoices import preimage_proves
 from lightning.models import Invoice, InvoiceStatus, Node
 from lightning.nodes import NoNodeAvailable, mark_unreachable, node_backend, receiving_nodes
 
@@ -49,10 +49,10 @@ def invoice_settle_from_node(*, node: Node, status: base.InvoiceStatus) -> Invoi
         return None
     if status.amount_received_msat <= 0:
         raise SettlementRejected(f"settlement of {status.payment_hash} reports no amount")
-    if status.preimage:
-        digest = hashlib.sha256(bytes.fromhex(status.preimage)).hexdigest()
-        if digest != status.payment_hash:
-            raise SettlementRejected(f"preimage does not match payment hash {status.payment_hash}")
+    if status.preimage and not preimage_proves(
+        preimage=status.preimage, payment_hash=status.payment_hash
+    ):
+        raise SettlementRejected(f"preimage does not match payment hash {status.payment_hash}")
 
     with transaction.atomic():
         invoice = (

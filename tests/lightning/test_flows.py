@@ -19,13 +19,16 @@ from ledger.services import (
     system_account_get_or_create,
 )
 from lightning import errors
+from lightning.backends import base
 from lightning.backends.base import InvoiceState, InvoiceStatus, Network
+from lightning.fakenode.models import OutsideInvoice
 from lightning.invoices import sign_bolt11
 from lightning.models import Invoice, Payment, PaymentStatus
 from lightning.models import InvoiceStatus as DepositStatus
 from lightning.nodes import NoNodeAvailable, node_backend
 from lightning.payments import (
     internal_payment,
+    payment_record_result,
     payment_succeed,
     payments_track_pending,
     withdrawal_create,
@@ -200,6 +203,40 @@ def test_a_fee_above_the_reserve_is_the_operator_s_not_the_user_s(make_user, wor
     payment_succeed(payment=payment, fee_msat=7_500, preimage="ab" * 32)
     assert account_balance_msat(account=expense) == 2_500
     assert user_balance_msat(user=user) == 500_000 - 105_000
+
+
+def test_a_success_without_a_true_preimage_is_not_recorded(make_user, world, alpha):
+    """A node that reports success with a preimage that does not hash to the payment hash
+    gives no proof of payment: the payment stays pending (never refunded: the node says the
+    money left) until a report with the true preimage."""
+    user = make_user()
+    fund(user, world, 500_000)
+    world.hang_next()
+    payment = withdrawal_create(
+        user=user, bolt11=world.invoice(100_000), max_fee_msat=5_000, wait_s=0.3
+    )
+    for wrong in ("00" * 32, "not hex at all"):
+        reported = base.PaymentResult(
+            payment_hash=payment.payment_hash,
+            status=base.PaymentStatus.SUCCEEDED,
+            fee_msat=1_000,
+            preimage=wrong,
+        )
+        assert payment_record_result(payment=payment, result=reported).status == (
+            PaymentStatus.PENDING
+        )
+        assert user_balance_msat(user=user) == 500_000 - 105_000
+    # The outside payee's true preimage (the simulated world keeps it): recorded.
+    true_preimage = OutsideInvoice.objects.get(payment_hash=payment.payment_hash).preimage
+    proven = base.PaymentResult(
+        payment_hash=payment.payment_hash,
+        status=base.PaymentStatus.SUCCEEDED,
+        fee_msat=1_000,
+        preimage=true_preimage,
+    )
+    payment = payment_record_result(payment=payment, result=proven)
+    assert payment.status == PaymentStatus.SUCCEEDED and payment.preimage == true_preimage
+    assert user_balance_msat(user=user) == 500_000 - 101_000
 
 
 def test_hung_withdrawal_that_finally_fails_is_refunded(make_user, world):
