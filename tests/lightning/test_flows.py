@@ -161,7 +161,9 @@ def test_failed_withdrawal_is_refunded_in_full(make_user, world):
     assert daily_withdrawn_msat(user=user) == 0  # nor does it count against the daily limit
 
 
-def test_hung_withdrawal_stays_pending_until_the_tracker_learns_the_outcome(make_user, world):
+def _hung_withdrawal(make_user, world) -> tuple:
+    """A user funded with 500,000 msat whose withdrawal of 100,000 (fee reserve 5,000) hangs
+    at the node: pending, 105,000 reserved."""
     user = make_user()
     fund(user, world, 500_000)
     world.hang_next()
@@ -169,6 +171,11 @@ def test_hung_withdrawal_stays_pending_until_the_tracker_learns_the_outcome(make
         user=user, bolt11=world.invoice(100_000), max_fee_msat=5_000, wait_s=0.3
     )
     assert payment.status == PaymentStatus.PENDING
+    return user, payment
+
+
+def test_hung_withdrawal_stays_pending_until_the_tracker_learns_the_outcome(make_user, world):
+    user, payment = _hung_withdrawal(make_user, world)
     assert user_balance_msat(user=user) == 500_000 - 105_000
     payments_track_pending()
     payment.refresh_from_db()
@@ -185,13 +192,7 @@ def test_a_fee_above_the_reserve_is_the_operator_s_not_the_user_s(make_user, wor
     """A node that reports a fee above the limit it was given (it must not): the user pays
     the reserve and no more, sees that as the fee, and the rest is booked as the operator's
     routing-fee expense."""
-    user = make_user()
-    fund(user, world, 500_000)
-    world.hang_next()
-    payment = withdrawal_create(
-        user=user, bolt11=world.invoice(100_000), max_fee_msat=5_000, wait_s=0.3
-    )
-    assert payment.status == PaymentStatus.PENDING
+    user, payment = _hung_withdrawal(make_user, world)
     payment = payment_succeed(payment=payment, fee_msat=7_500, preimage="ab" * 32)
     assert payment.status == PaymentStatus.SUCCEEDED and payment.fee_msat == 5_000
     assert user_balance_msat(user=user) == 500_000 - 105_000
@@ -209,12 +210,7 @@ def test_a_success_without_a_true_preimage_is_not_recorded(make_user, world, alp
     """A node that reports success with a preimage that does not hash to the payment hash
     gives no proof of payment: the payment stays pending (never refunded: the node says the
     money left) until a report with the true preimage."""
-    user = make_user()
-    fund(user, world, 500_000)
-    world.hang_next()
-    payment = withdrawal_create(
-        user=user, bolt11=world.invoice(100_000), max_fee_msat=5_000, wait_s=0.3
-    )
+    user, payment = _hung_withdrawal(make_user, world)
     for wrong in ("00" * 32, "not hex at all"):
         reported = base.PaymentResult(
             payment_hash=payment.payment_hash,
