@@ -304,11 +304,7 @@ def raise_if_over_daily_limit(error: IntegrityError, *, user: User, daily_limit_
     from accounts.selectors import withdrawal_allowance
 
     withdrawn = withdrawal_allowance(user=user).withdrawn_today_msat
-    raise LimitExceeded(
-        "this would pass your withdrawal limit for the last 24 hours",
-        daily_withdrawal_msat=daily_limit_msat,
-        daily_withdrawn_msat=withdrawn,
-    ) from error
+    raise _over_daily_limit(daily_limit_msat=daily_limit_msat, withdrawn_msat=withdrawn) from error
 
 
 def withdrawal_window_release(
@@ -356,8 +352,17 @@ def withdrawal_limits_check(*, allowance: WithdrawalAllowance, amount_msat: int)
             max_withdrawal_msat=limits.max_withdrawal_msat,
         )
     if allowance.withdrawn_today_msat + amount_msat > limits.daily_withdrawal_msat:
-        raise LimitExceeded(
-            "this would pass your withdrawal limit for the last 24 hours",
-            daily_withdrawal_msat=limits.daily_withdrawal_msat,
-            daily_withdrawn_msat=allowance.withdrawn_today_msat,
+        raise _over_daily_limit(
+            daily_limit_msat=limits.daily_withdrawal_msat,
+            withdrawn_msat=allowance.withdrawn_today_msat,
         )
+
+
+def _over_daily_limit(*, daily_limit_msat: int, withdrawn_msat: int) -> LimitExceeded:
+    """The one refusal of the daily limit, whether the early check or the count under the
+    window row's lock refused."""
+    return LimitExceeded(
+        "this would pass your withdrawal limit for the last 24 hours",
+        daily_withdrawal_msat=daily_limit_msat,
+        daily_withdrawn_msat=withdrawn_msat,
+    )
