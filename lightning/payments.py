@@ -127,10 +127,7 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         amount = amount_msat
     else:
         if amount_msat is not None and amount_msat != decoded.amount_msat:
-            raise AmountMismatch(
-                "amount_msat differs from the invoice's amount",
-                invoice_amount_msat=decoded.amount_msat,
-            )
+            raise _amount_mismatch(invoice_amount_msat=decoded.amount_msat)
         amount = decoded.amount_msat
     if amount <= 0:
         raise InvalidAmount("the amount must be more than zero")
@@ -143,6 +140,12 @@ def withdrawal_validate(*, user: User, bolt11: str, amount_msat: int | None) -> 
         payment_hash=decoded.payment_hash,
         amount_msat=amount,
         facts=facts,
+    )
+
+
+def _amount_mismatch(*, invoice_amount_msat: int) -> AmountMismatch:
+    return AmountMismatch(
+        "amount_msat differs from the invoice's amount", invoice_amount_msat=invoice_amount_msat
     )
 
 
@@ -507,10 +510,7 @@ def internal_payment(
     if invoice.amount_msat is not None and amount_msat != invoice.amount_msat:
         # The callers pass the amount of the very invoice (withdrawal_validate); anything else
         # would settle the payee's invoice for an amount it did not ask for.
-        raise AmountMismatch(
-            "amount_msat differs from the invoice's amount",
-            invoice_amount_msat=invoice.amount_msat,
-        )
+        raise _amount_mismatch(invoice_amount_msat=invoice.amount_msat)
     payer_account = payer_account or ledger.user_account_get_or_create(user=payer)
     payee_account = payee_account or ledger.user_account_get_or_create(user=invoice.user)
     if payer_account.balance_msat < amount_msat:
