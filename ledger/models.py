@@ -76,8 +76,11 @@ class Account(models.Model):
 
 
 class Journal(models.Model):
-    idempotency_key = models.CharField(max_length=200, unique=True)
-    kind = models.CharField(max_length=64, db_index=True)
+    # Unique by the constraint below, not `unique=True`: on PostgreSQL that would add a second,
+    # LIKE-only index, written on every journal and read by nothing. `kind` is not indexed:
+    # only the admin filters by it (over the id-ordered list).
+    idempotency_key = models.CharField(max_length=200)
+    kind = models.CharField(max_length=64)
     memo = models.TextField(blank=True)
     # The business object that caused this journal, e.g. ("lightning.invoice", "42").
     reference_type = models.CharField(max_length=64, blank=True)
@@ -99,6 +102,11 @@ class Journal(models.Model):
         indexes = [
             models.Index(fields=["reference_type", "reference_id"], name="ledger_journal_ref")
         ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="ledger_journal_idempotency_key_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.idempotency_key
@@ -106,7 +114,11 @@ class Journal(models.Model):
 
 class Posting(models.Model):
     journal = models.ForeignKey(Journal, on_delete=models.PROTECT, related_name="postings")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings")
+    # Indexed by ledger_posting_account_id (account, -id) below, which serves every lookup by
+    # account: the default single-column index would be a second write per posting.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="postings", db_index=False
+    )
     amount_msat = models.BigIntegerField()  # + debit, - credit
     # For cached accounts: the account's natural balance right after this posting (the
     # statement's running balance, checked by the database on insert). Null for hot accounts.
