@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts.keycache import api_key_cache
 from accounts.models import ApiKey, User, UserLimits, WithdrawalWindow
 from accounts.services import api_key_hash, expired_minutes_sql, window_start
 from config.sqlrows import ModelSql
@@ -34,22 +35,27 @@ _WITHDRAWAL_KEY_RE = re.compile(r"withdrawal:(\d+)")
 def api_key_for_plaintext(plaintext: str) -> ApiKey | None:
     """The key (with its user) whose hash matches `plaintext`, revoked or not; None if the
     text is not a key of ours. The lookup is by the SHA-256 of the key, so the database
-    compares hashes, never the secret; the final comparison is constant-time as well."""
+    compares hashes, never the secret; the final comparison is constant-time as well. A key
+    found before comes from this process's cache (accounts/keycache.py), as fresh instances."""
     if not _API_KEY_RE.fullmatch(plaintext):
         return None
     digest = api_key_hash(plaintext)
-    # On every API request: hand-written (config.sqlrows), the same as
-    # ApiKey.objects.select_related("user").filter(key_hash=digest).first().
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_KEY_COLUMNS.select}, {_USER_COLUMNS.select}"
-            f" FROM {_KEY_COLUMNS.table} k JOIN {_USER_COLUMNS.table} u ON u.id = k.user_id"
-            " WHERE k.key_hash = %s",
-            [digest],
-        )
-        row = cursor.fetchone()
+    row = api_key_cache.get(digest)
     if row is None:
-        return None
+        ticket = api_key_cache.ticket()
+        # On every uncached API request: hand-written (config.sqlrows), the same as
+        # ApiKey.objects.select_related("user").filter(key_hash=digest).first().
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_KEY_COLUMNS.select}, {_USER_COLUMNS.select}"
+                f" FROM {_KEY_COLUMNS.table} k JOIN {_USER_COLUMNS.table} u ON u.id = k.user_id"
+                " WHERE k.key_hash = %s",
+                [digest],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        api_key_cache.store(digest, tuple(row), ticket=ticket)
     api_key = _KEY_COLUMNS.instance(row)
     api_key.user = _USER_COLUMNS.instance(row, _KEY_COLUMNS.width)
     if not hmac.compare_digest(api_key.key_hash, digest):
@@ -57,8 +63,15 @@ def api_key_for_plaintext(plaintext: str) -> ApiKey | None:
     return api_key
 
 
+def api_key_used(*, api_key: ApiKey) -> None:
+    """After `api_key_touch` wrote a new last-used time: the cached row follows, so that the
+    next request does not write it again."""
+    api_key_cache.replace(api_key.key_hash, position=_LAST_USED_AT, value=api_key.last_used_at)
+
+
 _KEY_COLUMNS = ModelSql(ApiKey, "k")
 _USER_COLUMNS = ModelSql(User, "u")
+_LAST_USED_AT = _KEY_COLUMNS.attnames.index("last_used_at")
 
 
 def api_keys_of(*, user: User) -> QuerySet[ApiKey]:

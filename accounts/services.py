@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.keycache import api_key_cache
 from accounts.models import (
     ApiKey,
     ApiScope,
@@ -104,9 +105,11 @@ def api_key_issue(*, user: User, name: str, scopes: Iterable[str]) -> tuple[ApiK
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    """Revoke a key (idempotent: the first revocation time is kept)."""
+    """Revoke a key (idempotent: the first revocation time is kept). This process forgets its
+    cached keys at once; the others when the database's notification arrives."""
     now = timezone.now()
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+    api_key_cache.invalidate()
     api_key.refresh_from_db(fields=["revoked_at"])
     return api_key
 

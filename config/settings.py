@@ -216,6 +216,10 @@ if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API
 # One budget per key for every web process, kept in this Redis (one round trip per request);
 # empty: each process counts on its own (accounts/api/throttling.py).
 API_RATE_LIMIT_REDIS_URL = env_str("API_RATE_LIMIT_REDIS_URL", "")
+# Keep API keys found in each web process, emptied by PostgreSQL notifications on any change
+# (accounts/keycache.py: a revocation reaches every process within milliseconds). PostgreSQL
+# only; off: every request reads its key from the database.
+API_KEY_CACHE = env_bool("API_KEY_CACHE", True)
 # Largest amount any API field accepts (default: 21 million BTC in msat; always < 2^63).
 API_AMOUNT_MAX_MSAT = env_int("API_AMOUNT_MAX_MSAT", 21_000_000 * 100_000_000 * 1000)
 # How long a request with the Idempotency-Key of a request still running waits for it to

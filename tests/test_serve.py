@@ -16,6 +16,7 @@ import httpx
 import pytest
 from django.db import connection
 
+from accounts.keycache import LISTENER_APPLICATION_NAME
 from accounts.services import api_key_issue
 
 pytestmark = pytest.mark.postgres_only
@@ -31,10 +32,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _server_connections() -> int:
+def _server_connections(application_name: str = APP_NAME) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME]
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
         )
         return cursor.fetchone()[0]
 
@@ -117,6 +119,8 @@ def test_serves_the_api_with_bounded_connections(server, make_user):
         time.sleep(7)
     assert Counter(statuses) == {200: 2 * 12 * 15}
     assert _server_connections() <= WORKERS * THREADS
+    # Besides the pools: the API key cache's listener, one per process that served a key.
+    assert 1 <= _server_connections(LISTENER_APPLICATION_NAME) <= WORKERS
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "")

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 
 from accounts.api.errors import InvalidApiKey
 from accounts.models import ApiKey, User
-from accounts.selectors import api_key_for_plaintext
+from accounts.selectors import api_key_for_plaintext, api_key_used
 from accounts.services import api_key_touch
 
 
@@ -37,7 +37,10 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise InvalidApiKey("This API key was revoked.")
         if not api_key.user.is_active:
             raise InvalidApiKey("The account of this API key is disabled.")
+        last_used_at = api_key.last_used_at
         api_key_touch(api_key=api_key)
+        if api_key.last_used_at != last_used_at:
+            api_key_used(api_key=api_key)
         return api_key.user, api_key
 
     def authenticate_header(self, request: Request) -> str:
