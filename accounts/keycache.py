@@ -5,7 +5,7 @@ two model instances (~4 % of an internal payment's CPU, bench/RESULTS.md). Here 
 once is kept in the process, keyed by its SHA-256 (the plaintext is never kept), under rules
 that make a revocation reach every process as soon as PostgreSQL can tell it:
 
-- database triggers (accounts/migrations/0005) `NOTIFY satledger_api_keys` whenever
+- database triggers (accounts/migrations/0004) `NOTIFY satledger_api_keys` whenever
   something authentication reads changes: a key's row (anything but `last_used_at`), a
   user's row (anything but `last_login`), a key or user deleted, either table truncated;
 - each process listens on a connection of its own and empties its cache on every
@@ -96,6 +96,15 @@ class ApiKeyCache:
 
     # --- the listener ------------------------------------------------------------------------
 
+    def _after_fork_in_child(self) -> None:
+        """A fork copies the parent's entries and lock but not its listener thread: start
+        over, unlistened (the next lookup starts this process's own listener)."""
+        self._lock = threading.Lock()
+        self._entries = {}
+        self._pid, self._listening = None, False
+        self._epoch += 1
+        self._listener_connection = None
+
     def _start_listener_once(self) -> None:
         pid = os.getpid()
         if self._pid == pid:
@@ -103,7 +112,6 @@ class ApiKeyCache:
         with self._lock:
             if self._pid == pid:
                 return
-            # A fork copies the parent's entries but not its listener thread.
             self._pid, self._listening = pid, False
             self._epoch += 1
             self._entries.clear()
@@ -178,3 +186,4 @@ def _listener_params() -> dict[str, Any]:
 
 
 api_key_cache = ApiKeyCache()
+os.register_at_fork(after_in_child=api_key_cache._after_fork_in_child)

@@ -4,6 +4,7 @@ notifications; while its listener is down it is not used; a lookup that raced a
 notification is not kept. Committed transactions throughout (notifications are sent at
 commit), on PostgreSQL (SQLite has no notifications and no cache)."""
 
+import os
 import time
 
 import psycopg
@@ -166,3 +167,20 @@ def test_off_means_every_request_reads_its_key(settings, client_of):
     assert key_reads(client) == 2  # read, and its first use recorded
     assert key_reads(client) == 1
     assert key_reads(client) == 1
+
+
+def test_a_forked_process_starts_with_nothing_and_no_listener(cache, client_of):
+    """As granian's workers are forked: the child neither trusts the parent's entries nor
+    counts on its listener thread, which a fork does not copy."""
+    client = client_of()
+    assert client.get(BALANCE).status_code == 200
+    assert cache._entries  # the parent has the key
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        fresh = not cache.listening and not cache._entries and cache._pid is None
+        os.write(write_end, b"1" if fresh else b"0")
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read_end, 1) == b"1"
+    assert cache.listening and cache._entries  # the parent is untouched
