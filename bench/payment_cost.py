@@ -14,11 +14,20 @@ so runs of different trees start from the same rows. From the repository root:
     .venv/bin/python bench/payment_cost.py --payments 1500
     .venv/bin/python bench/payment_cost.py --payments 200 --callgrind
     .venv/bin/python bench/payment_cost.py --tree /tmp/other-checkout   # the same, another tree
+    .venv/bin/python bench/payment_cost.py --payments 100 --pg-callgrind
+
+`--pg-callgrind` counts the other side, PostgreSQL's: the instructions its backend runs per
+payment (user space: the kernel's part of a commit, its fsync, is not counted). A private
+server (initdb in a temporary folder, as the `postgres` user when run by root) runs under
+callgrind, which follows its forks, so every backend writes its own count when it exits. A
+backend's count includes its start and the warm-up, so the run is made twice, with N and 3N
+payments: the difference over 2N is one payment (repeatable to ~0.05 %).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import io
 import json
 import os
@@ -27,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +107,7 @@ def backend_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(*, tree: Path, callgrind: bool) -> None:
+def run(*, tree: Path, callgrind: bool, report_backend: bool = False) -> None:
     recreate(DATABASE, template=f"{DATABASE}_tpl")
     django_setup(tree=tree, database=DATABASE)
     from django.db import connection
@@ -140,6 +151,8 @@ def run(*, tree: Path, callgrind: bool) -> None:
         pay(bolt11)
     timed = bolt11s[WARMUP:]
     backend = connection.connection.info.backend_pid
+    if report_backend:
+        print(f"PostgreSQL backend pid {backend}", flush=True)
     if callgrind:
         subprocess.run(
             ["callgrind_control", "--instr=on", str(os.getpid())], check=True, capture_output=True
@@ -191,12 +204,138 @@ def under_callgrind(*, payments: int, forwarded: tuple[str, ...]) -> None:
     print(f"callgrind: {totals // payments:,} instructions per payment (Python side)")
 
 
+PG_CALLGRIND_PORT = 5499
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4])
+    )
+    if not found:
+        raise SystemExit("--pg-callgrind needs PostgreSQL's server binaries (/usr/lib/postgresql)")
+    return Path(found[-1]).parent
+
+
+@contextmanager
+def postgres_under_callgrind(folder: Path) -> Iterator[str]:
+    """A private PostgreSQL server under callgrind; yields its URL (no database)."""
+    bindir = _postgres_bindir()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = folder / "data"
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(
+            f"port = {PG_CALLGRIND_PORT}\nlisten_addresses = '127.0.0.1'\n"
+            f"unix_socket_directories = '{folder}'\nautovacuum = off\njit = off\n"
+        )
+    server = subprocess.Popen(
+        [
+            *as_postgres,
+            "valgrind",
+            "--tool=callgrind",
+            "--trace-children=yes",
+            f"--callgrind-out-file={folder}/callgrind.%p",
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"postgres://postgres@127.0.0.1:{PG_CALLGRIND_PORT}"
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                psycopg.connect(f"{url}/postgres").close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit(
+                        "the PostgreSQL server under callgrind did not start"
+                    ) from None
+                time.sleep(1)
+        yield url
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast"],
+            capture_output=True,
+        )
+        server.wait(timeout=120)
+
+
+def backend_instructions(*, url: str, folder: Path, tree: Path, payments: int) -> int:
+    """Run the probe against `url`; the total instructions of the backend that served it."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--tree",
+            str(tree),
+            "--payments",
+            str(payments),
+            "--server",
+            url,
+            "--database",
+            DATABASE,
+            "--report-backend",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pid = next(
+        line.split()[-1]
+        for line in run.stdout.splitlines()
+        if line.startswith("PostgreSQL backend")
+    )
+    output = folder / f"callgrind.{pid}"
+    deadline = time.monotonic() + 120  # the backend writes its count when it exits
+    while time.monotonic() < deadline:
+        if output.exists():
+            for line in output.read_text().splitlines():
+                if line.startswith("totals:"):
+                    return int(line.split()[1])
+        time.sleep(0.5)
+    raise SystemExit(f"no callgrind count from PostgreSQL backend {pid}")
+
+
+def pg_under_callgrind(*, payments: int, tree: Path) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--pg-callgrind needs valgrind (apt-get install valgrind)")
+    folder = Path(tempfile.mkdtemp(prefix="satledger-pg-callgrind-"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(folder, user="postgres")
+        with postgres_under_callgrind(folder) as url:
+            few = backend_instructions(url=url, folder=folder, tree=tree, payments=payments)
+            more = backend_instructions(url=url, folder=folder, tree=tree, payments=3 * payments)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(
+        f"callgrind: {(more - few) // (2 * payments):,} instructions per payment (PostgreSQL "
+        f"backend, user space; {payments} and {3 * payments} payments: {few:,} and {more:,})"
+    )
+
+
 def main() -> None:
     global SERVER, DATABASE  # the other functions read them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=1500, help="timed payments")
     parser.add_argument("--tree", default=str(REPO), help="the Satledger checkout to run")
     parser.add_argument("--callgrind", action="store_true", help="count instructions")
+    parser.add_argument(
+        "--pg-callgrind",
+        action="store_true",
+        help="count PostgreSQL's instructions per payment (a private server under callgrind)",
+    )
+    parser.add_argument("--report-backend", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server", default=SERVER, help="PostgreSQL server URL, no database")
     parser.add_argument("--database", default=DATABASE, help="database to (re)create")
     # the timed loop alone, under callgrind (started by --callgrind)
@@ -213,6 +352,9 @@ def main() -> None:
     if args.callgrind_child:
         run(tree=tree, callgrind=True)
         return
+    if args.pg_callgrind:  # its children make their templates on the private server
+        pg_under_callgrind(payments=args.payments, tree=tree)
+        return
     # The template is made by a child process, so that this one's Django runs on the clone.
     subprocess.run(
         [
@@ -226,7 +368,7 @@ def main() -> None:
     if args.callgrind:
         under_callgrind(payments=args.payments, forwarded=forwarded)
     else:
-        run(tree=tree, callgrind=False)
+        run(tree=tree, callgrind=False, report_backend=args.report_backend)
 
 
 if __name__ == "__main__":
