@@ -32,6 +32,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -204,7 +205,10 @@ def under_callgrind(*, payments: int, forwarded: tuple[str, ...]) -> None:
     print(f"callgrind: {totals // payments:,} instructions per payment (Python side)")
 
 
-PG_CALLGRIND_PORT = 5499
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _postgres_bindir() -> Path:
@@ -221,7 +225,7 @@ def postgres_under_callgrind(folder: Path) -> Iterator[str]:
     """A private PostgreSQL server under callgrind; yields its URL (no database)."""
     bindir = _postgres_bindir()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    data = folder / "data"
+    data, port = folder / "data", _free_port()
     subprocess.run(
         [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
         check=True,
@@ -229,7 +233,7 @@ def postgres_under_callgrind(folder: Path) -> Iterator[str]:
     )
     with open(data / "postgresql.conf", "a") as conf:
         conf.write(
-            f"port = {PG_CALLGRIND_PORT}\nlisten_addresses = '127.0.0.1'\n"
+            f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
             f"unix_socket_directories = '{folder}'\nautovacuum = off\njit = off\n"
         )
     server = subprocess.Popen(
@@ -246,7 +250,7 @@ def postgres_under_callgrind(folder: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"postgres://postgres@127.0.0.1:{PG_CALLGRIND_PORT}"
+    url = f"postgres://postgres@127.0.0.1:{port}"
     try:
         import psycopg
 
