@@ -1,7 +1,8 @@
 """A per-process cache of API keys that never outlives a revocation.
 
 Every API request authenticates by its key; read from the database, that is a round trip and
-two model instances (~4 % of an internal payment's CPU, bench/RESULTS.md). Here a key found
+two model instances (7 % of an internal payment's Python instructions, 3 % of PostgreSQL's:
+bench/RESULTS.md, "Session 6"). Here a key found
 once is kept in the process, keyed by its SHA-256 (the plaintext is never kept), under rules
 that make a revocation reach every process as soon as PostgreSQL can tell it:
 
