@@ -177,10 +177,31 @@ def run(*, tree: Path, callgrind: bool, report_backend: bool = False) -> None:
     )
 
 
+def probe_arguments(*, tree: Path, payments: int, server: str, database: str) -> tuple[str, ...]:
+    """This script's arguments for a child run of the same probe."""
+    return (
+        *("--tree", str(tree), "--payments", str(payments)),
+        *("--server", server, "--database", database),
+    )
+
+
+def callgrind_total(output: Path) -> int | None:
+    """The instruction count in a callgrind output file (None until it is written)."""
+    if output.exists():
+        for line in output.read_text().splitlines():
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    return None
+
+
+def need_valgrind(option: str) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit(f"{option} needs valgrind (apt-get install valgrind)")
+
+
 def under_callgrind(*, payments: int, forwarded: tuple[str, ...]) -> None:
     """Re-run this script's timed loop under callgrind; print instructions per payment."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
+    need_valgrind("--callgrind")
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "callgrind.out"
         subprocess.run(
@@ -197,11 +218,9 @@ def under_callgrind(*, payments: int, forwarded: tuple[str, ...]) -> None:
             check=True,
             stderr=subprocess.DEVNULL,
         )
-        totals = next(
-            int(line.split()[1])
-            for line in output.read_text().splitlines()
-            if line.startswith("totals:")
-        )
+        totals = callgrind_total(output)
+    if totals is None:
+        raise SystemExit("callgrind wrote no count")
     print(f"callgrind: {totals // payments:,} instructions per payment (Python side)")
 
 
@@ -276,20 +295,9 @@ def postgres_under_callgrind(folder: Path) -> Iterator[str]:
 
 def backend_instructions(*, url: str, folder: Path, tree: Path, payments: int) -> int:
     """Run the probe against `url`; the total instructions of the backend that served it."""
+    forwarded = probe_arguments(tree=tree, payments=payments, server=url, database=DATABASE)
     run = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--tree",
-            str(tree),
-            "--payments",
-            str(payments),
-            "--server",
-            url,
-            "--database",
-            DATABASE,
-            "--report-backend",
-        ],
+        [sys.executable, __file__, *forwarded, "--report-backend"],
         check=True,
         capture_output=True,
         text=True,
@@ -302,17 +310,15 @@ def backend_instructions(*, url: str, folder: Path, tree: Path, payments: int) -
     output = folder / f"callgrind.{pid}"
     deadline = time.monotonic() + 120  # the backend writes its count when it exits
     while time.monotonic() < deadline:
-        if output.exists():
-            for line in output.read_text().splitlines():
-                if line.startswith("totals:"):
-                    return int(line.split()[1])
+        total = callgrind_total(output)
+        if total is not None:
+            return total
         time.sleep(0.5)
     raise SystemExit(f"no callgrind count from PostgreSQL backend {pid}")
 
 
 def pg_under_callgrind(*, payments: int, tree: Path) -> None:
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--pg-callgrind needs valgrind (apt-get install valgrind)")
+    need_valgrind("--pg-callgrind")
     folder = Path(tempfile.mkdtemp(prefix="satledger-pg-callgrind-"))
     try:
         if os.geteuid() == 0:
@@ -348,8 +354,7 @@ def main() -> None:
     args = parser.parse_args()
     SERVER, DATABASE = args.server, args.database
     tree = Path(args.tree).resolve()
-    forwarded = ("--tree", str(tree), "--payments", str(args.payments))
-    forwarded += ("--server", SERVER, "--database", DATABASE)
+    forwarded = probe_arguments(tree=tree, payments=args.payments, server=SERVER, database=DATABASE)
     if args.make_template:
         make_template(tree=tree, invoices=args.payments + WARMUP)
         return
