@@ -92,18 +92,22 @@ class ApiKeyCache:
 
     def invalidate(self) -> None:
         with self._lock:
-            self._epoch += 1
-            self._entries.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        """Empty the cache; a lookup that began before cannot store its row (the caller holds
+        the lock)."""
+        self._epoch += 1
+        self._entries.clear()
 
     # --- the listener ------------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
         """A fork copies the parent's entries and lock but not its listener thread: start
         over, unlistened (the next lookup starts this process's own listener)."""
-        self._lock = threading.Lock()
-        self._entries = {}
+        self._lock = threading.Lock()  # the parent's may have been held by its listener
         self._pid, self._listening = None, False
-        self._epoch += 1
+        self._forget()
         self._listener_connection = None
 
     def _start_listener_once(self) -> None:
@@ -114,8 +118,7 @@ class ApiKeyCache:
             if self._pid == pid:
                 return
             self._pid, self._listening = pid, False
-            self._epoch += 1
-            self._entries.clear()
+            self._forget()
             self._stop = threading.Event()  # the previous listener keeps its own, set
             threading.Thread(
                 target=self._listen_forever, args=(self._stop,), name="api-key-cache", daemon=True
@@ -152,8 +155,7 @@ class ApiKeyCache:
         with self._lock:
             if stop is not self._stop or (listening and stop.is_set()):
                 return
-            self._epoch += 1
-            self._entries.clear()
+            self._forget()
             self._listening = listening
             if not listening:
                 self._listener_connection = None
@@ -163,8 +165,7 @@ class ApiKeyCache:
         self._stop.set()
         with self._lock:
             self._pid, self._listening = None, False
-            self._epoch += 1
-            self._entries.clear()
+            self._forget()
 
     @property
     def listening(self) -> bool:
