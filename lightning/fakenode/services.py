@@ -277,6 +277,26 @@ def invoice_create(
         raise
 
 
+def _stands_alone() -> bool:
+    """True when the next statement is its own transaction on PostgreSQL (autocommit, no
+    caller's transaction around it)."""
+    return (
+        connection.vendor == "postgresql"
+        and connection.get_autocommit()
+        and not connection.in_atomic_block
+    )
+
+
+# A real node keeps its cancel in its own store; this simulator shares Satledger's database,
+# so a cancel's commit would wait for its own WAL flush (an fsync) just before the internal
+# payment's commit waits for another. A cancel that is its own transaction commits without
+# waiting: it is visible at once, and the payment's commit, later in the WAL, flushes it too.
+# A crash can lose only a cancel whose payment never committed, which leaves the invoice open
+# on both sides, as if it had not been cancelled. Never inside a caller's transaction: there
+# the setting would cover the caller's own commit.
+_ASYNC_COMMIT = " RETURNING set_config('synchronous_commit', 'off', true)"
+
+
 def invoice_cancel(*, node_name: str, payment_hash: str) -> None:
     """Locks only the invoice row (settlement locks node, then invoice: no cycle)."""
     # The common case in one statement: an open invoice of a node that is up. The UPDATE
@@ -286,7 +306,8 @@ def invoice_cancel(*, node_name: str, payment_hash: str) -> None:
         cursor.execute(
             f"UPDATE {FakeInvoice._meta.db_table} SET state = %s"
             " WHERE payment_hash = %s AND state = %s AND node_id ="
-            f" (SELECT id FROM {FakeNode._meta.db_table} WHERE name = %s AND NOT down)",
+            f" (SELECT id FROM {FakeNode._meta.db_table} WHERE name = %s AND NOT down)"
+            + (_ASYNC_COMMIT if _stands_alone() else ""),
             [FakeInvoiceState.CANCELED.value, payment_hash, FakeInvoiceState.OPEN.value, node_name],
         )
         if cursor.rowcount == 1:

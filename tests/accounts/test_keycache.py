@@ -7,15 +7,15 @@ commit), on PostgreSQL (SQLite has no notifications and no cache)."""
 import os
 import time
 
-import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from accounts.keycache import CHANNEL, _listener_params, api_key_cache
+from accounts.keycache import CHANNEL, api_key_cache
 from accounts.models import ApiKey
 from accounts.services import api_key_issue, api_key_revoke
+from tests.pg import other_connection
 
 pytestmark = pytest.mark.usefixtures("committed_db")
 
@@ -54,11 +54,6 @@ def client_of(make_user):
         return client
 
     return make
-
-
-def other_connection() -> psycopg.Connection:
-    """Another session, as another web process or an operator's psql would be."""
-    return psycopg.connect(**_listener_params(), autocommit=True)
 
 
 def key_reads(client) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from lightning.backends.base import (
     InvoiceState,
@@ -22,6 +23,7 @@ from lightning.fakenode.errors import FakeNodeError
 from lightning.fakenode.models import FakeInvoice, FakeNode
 from lightning.fakenode.world import FakeWorld
 from tests.lightning.contract import BackendContract, next_settlement, preimage_matches
+from tests.pg import other_connection
 
 
 def make_backend(name: str = "fake", connection_string: str = "type=fake") -> FakeBackend:
@@ -117,6 +119,42 @@ def test_expired_invoice_reads_cancelled_and_cannot_be_paid(backend, world):
     with pytest.raises(FakeNodeError) as raised:
         world.pay_from_outside(created.bolt11)
     assert raised.value.reason == "incorrect_payment_details"
+
+
+def _cancel_statements(backend, payment_hash: str) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        backend.cancel_invoice(payment_hash=payment_hash)
+    return [query["sql"] for query in queries.captured_queries]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's commit settings")
+def test_a_cancel_of_its_own_commits_without_waiting_and_the_setting_ends_with_it(committed_db):
+    """The simulator's cancel, when it is its own transaction, does not wait for its WAL flush
+    (the internal payment's commit right after it flushes past it); the setting lives only in
+    that statement's transaction, never in a caller's."""
+    backend = make_backend()
+    alone = backend.create_invoice(amount_msat=1_000, memo="", expiry_s=60, label="alone")
+    inside = backend.create_invoice(amount_msat=1_000, memo="", expiry_s=60, label="inside")
+
+    statements = _cancel_statements(backend, alone.payment_hash)
+    assert any("synchronous_commit" in sql for sql in statements)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    with other_connection() as other:
+        state = other.execute(
+            f"SELECT state FROM {FakeInvoice._meta.db_table} WHERE payment_hash = %s",
+            [alone.payment_hash],
+        ).fetchone()[0]
+    assert state == "canceled"  # committed: another connection sees it
+
+    with transaction.atomic():
+        statements = _cancel_statements(backend, inside.payment_hash)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+    assert not any("synchronous_commit" in sql for sql in statements)
+    assert backend.lookup_invoice(payment_hash=inside.payment_hash).state == InvoiceState.CANCELED
 
 
 def test_underpayment_is_refused(backend, world):
