@@ -6,13 +6,22 @@ PostgreSQL:
   any balance below zero on a non-negative account;
 - deferred constraint triggers reject, at commit, a journal whose postings do not sum to zero
   or that has fewer than two postings;
-- journals and postings refuse UPDATE and DELETE; an account's balance, kind and cached flag
-  can change only through a posting (a direct UPDATE of them is refused).
-SQLite (no deferred triggers): the same append-only, running-balance and balance-applying
-triggers; the zero-sum rule is the service's.
+- journals and postings refuse UPDATE and DELETE; an account starts at zero with a valid kind,
+  and its balance, kind and cached flag can change only through a posting (a direct UPDATE of
+  them is refused).
+SQLite (no deferred triggers): the same append-only, running-balance, balance-applying,
+starts-at-zero and valid-kind triggers; the zero-sum rule is the service's.
 
 TRUNCATE is left to privileges: the service's role needs none (Django's test flush uses it).
 """
+
+from ledger.models import AccountKind
+
+# An account's kind is checked once, on insert (it cannot change afterwards; see the account
+# guard), not by a CHECK: PostgreSQL re-reads a CHECK's stored expression on every statement
+# that writes the table, i.e. on each of the two balance updates of every payment
+# (bench/RESULTS.md, session 7). A new kind needs a migration that reinstalls the guards.
+_KINDS = ", ".join(f"'{kind.value}'" for kind in AccountKind)
 
 _NATURAL_DELTA = (
     "CASE WHEN kind IN ('asset', 'expense') THEN NEW.amount_msat ELSE -NEW.amount_msat END"
@@ -78,6 +87,10 @@ CREATE TRIGGER ledger_journal_append_only BEFORE UPDATE OR DELETE ON ledger_jour
 CREATE OR REPLACE FUNCTION ledger_account_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
+        IF NEW.kind NOT IN ({_KINDS}) THEN
+            RAISE EXCEPTION 'ledger: % is not an account kind', NEW.kind
+                USING ERRCODE = 'check_violation';
+        END IF;
         IF NEW.balance_msat <> 0 THEN
             RAISE EXCEPTION 'ledger: an account starts at zero; money arrives by journal'
                 USING ERRCODE = 'restrict_violation';
@@ -132,6 +145,12 @@ SQLITE_INSTALL = [
     "CREATE TRIGGER ledger_account_starts_at_zero BEFORE INSERT ON ledger_account "
     "WHEN NEW.balance_msat <> 0 BEGIN "
     "SELECT RAISE(ABORT, 'ledger: an account starts at zero; money arrives by journal'); END",
+    *(
+        f"CREATE TRIGGER ledger_account_kind_valid_{op.split()[0].lower()} BEFORE {op} "
+        f"ON ledger_account WHEN NEW.kind NOT IN ({_KINDS}) BEGIN "
+        "SELECT RAISE(ABORT, 'ledger: not an account kind'); END"
+        for op in ("INSERT", "UPDATE OF kind")
+    ),
 ]
 
 SQLITE_TRIGGER_NAMES = [
@@ -143,6 +162,8 @@ SQLITE_TRIGGER_NAMES = [
     "ledger_posting_uncached_no_running",
     "ledger_posting_apply",
     "ledger_account_starts_at_zero",
+    "ledger_account_kind_valid_insert",
+    "ledger_account_kind_valid_update",
 ]
 POSTGRES_TRIGGER_NAMES = [
     "ledger_posting_apply",

@@ -50,6 +50,8 @@ class Account(models.Model):
     balance_msat = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # `kind` is one of AccountKind by the database's account guard (ledger.db_guards), checked
+    # on insert; a CHECK would be re-read on every balance update.
     class Meta:
         constraints = [
             models.CheckConstraint(
@@ -60,10 +62,6 @@ class Account(models.Model):
             models.CheckConstraint(
                 condition=Q(cached=True) | Q(balance_msat=0),
                 name="ledger_account_uncached_has_no_balance",
-            ),
-            models.CheckConstraint(
-                condition=Q(kind__in=[k.value for k in AccountKind]),
-                name="ledger_account_kind_valid",
             ),
         ]
 

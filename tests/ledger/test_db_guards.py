@@ -1,10 +1,11 @@
 """The database refuses what the service would never write: every guard proven with raw SQL."""
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 
 from ledger import db_guards, selectors
-from ledger.models import Posting
+from ledger.models import Account, Posting
 
 
 def raw(sql: str, params=()):
@@ -113,3 +114,38 @@ def test_account_cannot_start_with_money(db):
             "created_at) VALUES ('x', 'x', 'liability', %s, %s, 5, CURRENT_TIMESTAMP)",
             [False, True],
         )
+
+
+def _insert_account(code: str, kind: str) -> None:
+    raw(
+        "INSERT INTO ledger_account (code, name, kind, allow_negative, cached, balance_msat, "
+        "created_at) VALUES (%s, '', %s, %s, %s, 0, CURRENT_TIMESTAMP)",
+        [code, kind, False, True],
+    )
+
+
+def test_an_account_kind_must_be_known(db):
+    with pytest.raises(IntegrityError, match="not an account kind"), transaction.atomic():
+        _insert_account("bad-kind", "savings")
+    _insert_account("good-kind", "liability")
+    # The kind cannot change afterwards (PostgreSQL: not at all; SQLite: not to an unknown one).
+    with pytest.raises(DatabaseError), transaction.atomic():
+        raw("UPDATE ledger_account SET kind = 'savings' WHERE code = 'good-kind'")
+    assert Account.objects.get(code="good-kind").kind == "liability"
+
+
+def test_the_kind_guard_survives_the_migration_both_ways(committed_db):
+    """0004 moved the kind check from a CHECK into the guards: back to 0003 and forward again,
+    a bad kind is refused at every step and every guard is in place at the end (on SQLite, the
+    constraint's change rebuilds the table, which drops its triggers)."""
+    executor = MigrationExecutor(connection)
+    executor.migrate([("ledger", "0003_lean_indexes")])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _insert_account("bad-before", "savings")
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    with pytest.raises(IntegrityError, match="not an account kind"), transaction.atomic():
+        _insert_account("bad-after", "savings")
+    assert db_guards.expected_trigger_names(connection) <= db_guards.installed_trigger_names(
+        connection
+    )
