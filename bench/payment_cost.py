@@ -293,8 +293,11 @@ def postgres_under_callgrind(folder: Path) -> Iterator[str]:
         server.wait(timeout=120)
 
 
-def backend_instructions(*, url: str, folder: Path, tree: Path, payments: int) -> int:
-    """Run the probe against `url`; the total instructions of the backend that served it."""
+def backend_instructions(
+    *, url: str, folder: Path, tree: Path, payments: int, keep: Path | None = None
+) -> int:
+    """Run the probe against `url`; the total instructions of the backend that served it.
+    `keep`: a folder to copy that backend's callgrind file into, for callgrind_annotate."""
     forwarded = probe_arguments(tree=tree, payments=payments, server=url, database=DATABASE)
     run = subprocess.run(
         [sys.executable, __file__, *forwarded, "--report-backend"],
@@ -312,20 +315,25 @@ def backend_instructions(*, url: str, folder: Path, tree: Path, payments: int) -
     while time.monotonic() < deadline:
         total = callgrind_total(output)
         if total is not None:
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(output, keep / f"callgrind.pg.{payments}")
             return total
         time.sleep(0.5)
     raise SystemExit(f"no callgrind count from PostgreSQL backend {pid}")
 
 
-def pg_under_callgrind(*, payments: int, tree: Path) -> None:
+def pg_under_callgrind(*, payments: int, tree: Path, keep: Path | None = None) -> None:
     need_valgrind("--pg-callgrind")
     folder = Path(tempfile.mkdtemp(prefix="satledger-pg-callgrind-"))
     try:
         if os.geteuid() == 0:
             shutil.chown(folder, user="postgres")
         with postgres_under_callgrind(folder) as url:
-            few = backend_instructions(url=url, folder=folder, tree=tree, payments=payments)
-            more = backend_instructions(url=url, folder=folder, tree=tree, payments=3 * payments)
+            few, more = (
+                backend_instructions(url=url, folder=folder, tree=tree, payments=n, keep=keep)
+                for n in (payments, 3 * payments)
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(
@@ -345,6 +353,12 @@ def main() -> None:
         action="store_true",
         help="count PostgreSQL's instructions per payment (a private server under callgrind)",
     )
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="with --pg-callgrind: keep the two backends' callgrind files in DIR "
+        "(callgrind.pg.N; callgrind_annotate --inclusive=yes reads them)",
+    )
     parser.add_argument("--report-backend", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server", default=SERVER, help="PostgreSQL server URL, no database")
     parser.add_argument("--database", default=DATABASE, help="database to (re)create")
@@ -362,7 +376,8 @@ def main() -> None:
         run(tree=tree, callgrind=True)
         return
     if args.pg_callgrind:  # its children make their templates on the private server
-        pg_under_callgrind(payments=args.payments, tree=tree)
+        keep = Path(args.keep).resolve() if args.keep else None
+        pg_under_callgrind(payments=args.payments, tree=tree, keep=keep)
         return
     # The template is made by a child process, so that this one's Django runs on the clone.
     subprocess.run(

@@ -27,11 +27,12 @@ def test_payment_cost_runs(run_bench_script):
     not shutil.which("valgrind") or not glob.glob("/usr/lib/postgresql/*/bin/postgres"),
     reason="needs valgrind and PostgreSQL's server binaries",
 )
-def test_payment_cost_counts_postgres_instructions(run_bench_script):
-    """--pg-callgrind: a private server under callgrind, two runs, one count per payment."""
+def test_payment_cost_counts_postgres_instructions(run_bench_script, tmp_path):
+    """--pg-callgrind: a private server under callgrind, two runs, one count per payment;
+    --keep leaves both backends' profiles for callgrind_annotate."""
     done = run_bench_script(
         "bench/payment_cost.py",
-        *("--payments", "3", "--pg-callgrind"),
+        *("--payments", "3", "--pg-callgrind", "--keep", str(tmp_path / "kept")),
         database="payment_cost_pg",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -39,3 +40,5 @@ def test_payment_cost_counts_postgres_instructions(run_bench_script):
         r"^callgrind: ([\d,]+) instructions per payment \(PostgreSQL", done.stdout, re.M
     )
     assert found and int(found.group(1).replace(",", "")) > 0, done.stdout
+    kept = sorted(path.name for path in (tmp_path / "kept").iterdir())
+    assert kept == ["callgrind.pg.3", "callgrind.pg.9"]
