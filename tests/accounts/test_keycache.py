@@ -4,7 +4,10 @@ notifications; while its listener is down it is not used; a lookup that raced a
 notification is not kept. Committed transactions throughout (notifications are sent at
 commit), on PostgreSQL (SQLite has no notifications and no cache)."""
 
+import contextlib
 import os
+import socket
+import threading
 import time
 
 import pytest
@@ -12,6 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from accounts import keycache
 from accounts.keycache import CHANNEL, api_key_cache
 from accounts.models import ApiKey
 from accounts.services import api_key_issue, api_key_revoke
@@ -23,12 +27,12 @@ BALANCE = "/api/v1/balance"
 WAIT_S = 5.0
 
 
-def eventually(check, timeout_s: float = WAIT_S) -> bool:
+def eventually(check, timeout_s: float = WAIT_S, every_s: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
             return True
-        time.sleep(0.01)
+        time.sleep(every_s)
     return check()
 
 
@@ -41,6 +45,84 @@ def cache(settings):
     assert eventually(lambda: api_key_cache.listening), "the listener did not start"
     yield api_key_cache
     api_key_cache.stop()
+
+
+class BlackholeProxy:
+    """A TCP relay to PostgreSQL that can stop relaying without closing anything: a connection
+    through it then neither answers nor fails, like one a firewall dropped (its kernel still
+    acknowledges every packet, so keepalives cannot tell either)."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.relaying = threading.Event()
+        self.relaying.set()
+        self.closed = False
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            self.relaying.wait()  # blackholed: the bytes go nowhere, nothing is closed
+            if not data or self.closed:
+                with contextlib.suppress(OSError):
+                    sink.shutdown(socket.SHUT_WR)
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def blackhole(self) -> None:
+        self.relaying.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.relaying.set()
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def cache_behind_proxy(settings, monkeypatch):
+    """The cache whose listener reaches PostgreSQL through a BlackholeProxy; heartbeats every
+    0.1 s, trust for 2 s after each."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the cache needs PostgreSQL's notifications")
+    params = keycache._listener_params()
+    if str(params.get("host", "")).startswith("/") or not params.get("host"):
+        pytest.skip("the proxy relays TCP; the database is on a Unix socket")
+    proxy = BlackholeProxy((params["host"], int(params.get("port") or 5432)))
+    monkeypatch.setattr(
+        keycache, "_listener_params", lambda: {**params, "host": "127.0.0.1", "port": proxy.port}
+    )
+    monkeypatch.setattr(keycache, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(keycache, "ALIVE_FOR_S", 2.0)
+    monkeypatch.setattr(keycache, "NOTIFY_WAIT_S", 0.05)
+    settings.API_KEY_CACHE = True
+    api_key_cache.get("start the listener")
+    assert eventually(lambda: api_key_cache.listening), "the listener did not start"
+    yield api_key_cache, proxy
+    api_key_cache.stop()
+    proxy.close()
 
 
 @pytest.fixture
@@ -142,6 +224,28 @@ def test_the_cache_is_not_used_while_its_listener_is_down(cache, client_of):
     if not cache.listening:  # it reconnects after half a second; a fresh cache is as good
         assert client.get(BALANCE).status_code == 401
     assert eventually(lambda: cache.listening), "the listener did not reconnect"
+    assert client.get(BALANCE).status_code == 401
+
+
+def test_a_listener_that_stops_answering_stops_the_cache(cache_behind_proxy, client_of):
+    """A connection dropped without a word (a firewall, a partition) raises nothing, and the
+    revocations sent to it never arrive: the cache is trusted only for ALIVE_FOR_S after the
+    listener's last answered heartbeat."""
+    cache, proxy = cache_behind_proxy
+    client = client_of()
+    assert client.get(BALANCE).status_code == 200
+    time.sleep(2 * keycache.ALIVE_FOR_S)  # heartbeats keep a healthy listener trusted
+    assert key_reads(client) == 0
+    proxy.blackhole()
+    # (a request every half second: the API's rate limit applies here too)
+    assert eventually(
+        lambda: key_reads(client) > 0, timeout_s=4 * keycache.ALIVE_FOR_S, every_s=0.5
+    )
+    assert cache.listening  # its connection never failed: the missing answers stopped it
+    with other_connection() as other:  # a revocation the listener cannot hear
+        other.execute(
+            "UPDATE accounts_apikey SET revoked_at = now() WHERE id = %s", [client.key.pk]
+        )
     assert client.get(BALANCE).status_code == 401
 
 
