@@ -14,7 +14,8 @@ Then the same client load goes to both (16 concurrent clients by default, spread
 client processes so that the driver is not the bottleneck), one workload after the other:
 
 - deposit invoices: each client creates invoices for its own user/wallet (fixed duration);
-- internal payments: client i's payer pays the invoices client i's payee created (fixed count);
+- internal payments: client i's payer pays the invoices client i's payee created, for the same
+  fixed duration (`--payments N`: a fixed count per client instead, the method before session 9);
 - attack: 50 concurrent payments, each of a different payee invoice for the attacker's whole
   balance; exactly one may succeed, and the balances are checked afterwards.
 
@@ -24,7 +25,7 @@ and exits non-zero when a check fails. Figures and how to read them: bench/RESUL
 
 Run it with Satledger's virtual environment, from the repository root:
 
-    .venv/bin/python bench/api_vs_lnbits.py --rounds 3     # full run, ~10 minutes
+    .venv/bin/python bench/api_vs_lnbits.py --rounds 3     # full run, ~8 minutes
     .venv/bin/python bench/api_vs_lnbits.py --lnbits-only
     .venv/bin/python bench/api_vs_lnbits.py --help
 """
@@ -861,7 +862,7 @@ class ClientJob:
 def _client_thread(job: ClientJob, start_at: float, stop_at: float, out: dict) -> None:
     client = Http(job.port, job.headers)
     latencies, outcomes, created = [], Counter(), []
-    with_count = job.kind == "pay"
+    paying = job.kind == "pay"
     index = 0
     with contextlib.suppress(OSError):
         client.connect()
@@ -869,13 +870,15 @@ def _client_thread(job: ClientJob, start_at: float, stop_at: float, out: dict) -
         time.sleep(0.0005)
     first = last = time.perf_counter()
     while True:
-        if with_count:
+        # A payer stops at the deadline (timed runs: stop_at > start_at) or when its invoices
+        # are used up (fixed-count runs; in a timed run that is reported as running out).
+        if time.time() >= stop_at and (stop_at > start_at or not paying):
+            break
+        if paying:
             if index >= len(job.bolt11s):
                 break
             value: Any = job.bolt11s[index]
         else:
-            if time.time() >= stop_at:
-                break
             value = job.amount_sat
         index += 1
         method, path, body = request_shape(job.system, job.kind, value)
@@ -893,7 +896,16 @@ def _client_thread(job: ClientJob, start_at: float, stop_at: float, out: dict) -
         if ok and job.kind == "invoice":
             created.append(bolt11_of(payload))
     client.close()
-    out.update(latencies=latencies, outcomes=outcomes, created=created, first=first, last=last)
+    ran_out = paying and stop_at > start_at and index >= len(job.bolt11s) and time.time() < stop_at
+    out.update(
+        latencies=latencies,
+        outcomes=outcomes,
+        created=created,
+        first=first,
+        last=last,
+        used=index,
+        ran_out=ran_out,
+    )
 
 
 def _client_process(jobs: list[ClientJob], start_at: float, stop_at: float) -> dict:
@@ -966,6 +978,8 @@ class PhaseResult:
     db_cpu: float
     other_cpu: float  # everything else on the machine during the phase
     load: float
+    used: list[int] = field(default_factory=list)  # per client: invoices taken (paid or not)
+    ran_out: int = 0  # timed payments: clients whose invoices ran out before the deadline
 
     @property
     def rate(self) -> float:
@@ -1054,6 +1068,8 @@ def run_phase(
         db_cpu=db_cpu,
         other_cpu=max(0.0, machine - client_cpu - server_cpu - db_cpu),
         load=load,
+        used=[res["used"] for res in per_client],
+        ran_out=sum(1 for res in per_client if res["ran_out"]),
     )
 
 
@@ -1153,18 +1169,39 @@ def prepare_users(system: System, clients: int, fund_sat: int | None):
     return payees, payers, attacker, attack_payee
 
 
-def top_up_invoices(system: System, payees: list[Wallet], need: int, amount_sat: int) -> None:
-    """Make sure payee i has `need` unpaid invoices (created untimed, one by one)."""
+def top_up_invoices(
+    system: System, payees: list[Wallet], need: int, amount_sat: int
+) -> tuple[int, float]:
+    """Make sure payee i has `need` unpaid invoices: each payee creates its own, one by one,
+    all payees at once (untimed). Returns how many were created and in how many seconds."""
     if not system.invoices:
         system.invoices = [[] for _ in payees]
-    for i, payee in enumerate(payees):
-        client = Http(system.port, payee.headers)
-        while len(system.invoices[i]) < need:
-            method, path, body = request_shape(system.name, "invoice", amount_sat)
-            status, payload = client.request(method, path, body)
-            if not bolt11_of(payload):
-                raise BenchError(f"{system.name} invoice: {status} {payload}")
-            system.invoices[i].append(bolt11_of(payload))
+    errors: list[str] = []
+
+    def top_up(i: int) -> None:
+        client = Http(system.port, payees[i].headers)
+        try:
+            while len(system.invoices[i]) < need and not errors:
+                method, path, body = request_shape(system.name, "invoice", amount_sat)
+                status, payload = client.request(method, path, body)
+                if not bolt11_of(payload):
+                    errors.append(f"{system.name} invoice: {status} {payload}")
+                    return
+                system.invoices[i].append(bolt11_of(payload))
+        finally:
+            client.close()
+
+    before = sum(len(invoices) for invoices in system.invoices)
+    began = time.perf_counter()
+    threads = [threading.Thread(target=top_up, args=(i,)) for i in range(len(payees))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - began
+    if errors:
+        raise BenchError(errors[0])
+    return sum(len(invoices) for invoices in system.invoices) - before, seconds
 
 
 def fmt_ms(value: float) -> str:
@@ -1200,7 +1237,13 @@ def parse_args() -> argparse.Namespace:
     add("--client-procs", type=int, default=2, help="client processes (default 2)")
     add("--duration", type=float, default=20.0, help="seconds per timed run (deposits, reads)")
     add("--warmup", type=float, default=3.0, help="seconds of warmup, not measured")
-    add("--payments", type=int, default=150, help="internal payments per client (fixed count)")
+    add(
+        "--payments",
+        type=int,
+        default=None,
+        help="internal payments per client, a fixed count (default: pay for --duration seconds, "
+        "as the deposits run)",
+    )
     add("--rounds", type=int, default=1, help="repeat the workloads, alternating the order")
     add("--attack", type=int, default=50, help="concurrent spends in the attack run")
     add("--amount-sat", type=int, default=100, help="invoice amount, sat")
@@ -1306,7 +1349,11 @@ def run_workloads(args, systems, users, rows) -> None:
             if "payments" in args.workloads:
                 for system in order:
                     payees, payers = users[system.name][:2]
-                    need = args.payments + 10
+                    timed = args.payments is None
+                    if timed:
+                        need = WARM_PAYMENTS + payment_invoices_needed(args, system, payees, rows)
+                    else:
+                        need = WARM_PAYMENTS + args.payments
                     top_up_invoices(system, payees, need, args.amount_sat)
                     warm, jobs = [], []
                     for i, payer in enumerate(payers):
@@ -1314,15 +1361,57 @@ def run_workloads(args, systems, users, rows) -> None:
                         del system.invoices[i][:need]
                         warm.append(
                             ClientJob(
-                                system.name, "pay", system.port, payer.headers, bolt11s=todo[:10]
+                                system.name,
+                                "pay",
+                                system.port,
+                                payer.headers,
+                                bolt11s=todo[:WARM_PAYMENTS],
                             )
                         )
                         jobs.append(
                             ClientJob(
-                                system.name, "pay", system.port, payer.headers, bolt11s=todo[10:]
+                                system.name,
+                                "pay",
+                                system.port,
+                                payer.headers,
+                                bolt11s=todo[WARM_PAYMENTS:],
                             )
                         )
-                    phase(system, "internal payments", (jobs, warm), 0)
+                    duration = args.duration if timed else 0
+                    result = phase(system, "internal payments", (jobs, warm), duration)
+                    # Invoices a timed run did not reach go back for the next round; an
+                    # attempted one never does (its payment may have gone through).
+                    for i, job in enumerate(jobs):
+                        system.invoices[i][:0] = job.bolt11s[result.used[i] :]
+
+
+# Internal payments per client before each timed run, not measured.
+WARM_PAYMENTS = 10
+# Timed payments: invoices prepared per client, as a multiple of what the system's fastest rate
+# measured so far in this run (deposits or payments) would use in the run's duration. A client
+# that still runs out before the deadline makes the run fail (its rate would be understated).
+PAYMENT_INVOICE_MARGIN = 1.5
+# Timed payments: each payer is funded for this many payments per round.
+PAYMENTS_FUNDED_PER_ROUND = 6000
+
+
+def payment_invoices_needed(args, system: System, payees: list[Wallet], rows) -> int:
+    """Invoices per client for a timed payments run on `system`."""
+    rates = [row.rate for row in rows if row.system == system.name]
+    if not rates:  # nothing measured yet (a payments-only run): time a first top-up, long
+        # enough that the server's first requests (imports, caches, pool) do not dominate it
+        created, seconds = top_up_invoices(system, payees, WARM_PAYMENTS + 200, args.amount_sat)
+        rates = [created / seconds] if created and seconds > 0 else []
+    if not rates:
+        raise BenchError(f"{system.name}: no rate to size the payments run by")
+    per_client = int(PAYMENT_INVOICE_MARGIN * max(rates) * args.duration / len(payees)) + 1
+    if per_client > PAYMENTS_FUNDED_PER_ROUND:
+        raise BenchError(
+            f"{system.name} would need {per_client} payments per payer and round; payers are "
+            f"funded for {PAYMENTS_FUNDED_PER_ROUND} (PAYMENTS_FUNDED_PER_ROUND)"
+        )
+    print(f"  ({per_client} invoices per client for {args.duration:g} s of payments)")
+    return per_client
 
 
 def main() -> int:
@@ -1347,7 +1436,8 @@ def main() -> int:
     if not args.satledger_only:
         systems.append(LNbits(args, procs, logdir))
     needs_funds = bool({"payments", "attack"} & set(args.workloads))
-    fund_sat = args.amount_sat * (args.payments + 20) * args.rounds * 2 if needs_funds else None
+    per_round = PAYMENTS_FUNDED_PER_ROUND if args.payments is None else args.payments * 2
+    fund_sat = args.amount_sat * (per_round + 20) * args.rounds if needs_funds else None
     failures: list[str] = []
     rows: list[PhaseResult] = []
     attacks: list[AttackResult] = []
@@ -1400,8 +1490,9 @@ def report(args, systems, rows, attacks) -> list[str]:
     print()
     print(
         f"{args.clients} clients over {args.client_procs} client processes; timed runs "
-        f"{args.duration:g}s after {args.warmup:g}s warmup, internal payments "
-        f"{args.payments}/client after 10 warmup payments; amount {args.amount_sat} sat; "
+        f"{args.duration:g}s after {args.warmup:g}s warmup (internal payments: "
+        f"{'timed too' if args.payments is None else f'{args.payments} per client'}, after "
+        f"{WARM_PAYMENTS} warmup payments per client); amount {args.amount_sat} sat; "
         f"rounds {args.rounds}"
     )
     for system in systems:
@@ -1414,6 +1505,11 @@ def report(args, systems, rows, attacks) -> list[str]:
     print_table(rows)
     for row in rows:
         print(f"  {row.workload} / {row.system}: {dict(row.outcomes)}")
+        if row.ran_out:
+            failures.append(
+                f"{row.workload} on {row.system}: {row.ran_out} clients ran out of invoices "
+                f"before the deadline (raise PAYMENT_INVOICE_MARGIN)"
+            )
     print()
     summary: dict[str, Any] = {"args": vars(args), "rows": [], "attacks": [], "ratios": {}}
     targets = {"deposit invoices": 3.0, "internal payments": 10.0, "balance reads": None}
@@ -1480,6 +1576,7 @@ def report(args, systems, rows, attacks) -> list[str]:
                 "db_cpu": r.db_cpu / r.elapsed,
                 "other_cpu": r.other_cpu / r.elapsed,
                 "load1": r.load,
+                "ran_out": r.ran_out,
             }
             for r in rows
         ]

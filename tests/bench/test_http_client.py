@@ -6,6 +6,7 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -104,3 +105,34 @@ def _reconnected_dead_socket(client):
     dead = socket.create_connection(("127.0.0.1", client.port))
     dead.shutdown(socket.SHUT_RDWR)
     return dead
+
+
+def _pay(port: int, bolt11s: list[str], *, seconds: float) -> dict:
+    """One benchmark client paying `bolt11s` against the test server; `seconds` 0 is a
+    fixed-count run (every invoice), more is a timed one."""
+    bench = _bench_module()
+    job = bench.ClientJob("satledger", "pay", port, {}, bolt11s=bolt11s)
+    start_at = time.time() + 0.05
+    out: dict = {}
+    bench._client_thread(job, start_at, start_at + seconds, out)
+    return out
+
+
+def test_a_fixed_count_payer_takes_every_invoice(server):
+    out = _pay(server, [f"lnbc{i}" for i in range(7)], seconds=0)
+    assert (out["used"], out["ran_out"], len(out["latencies"])) == (7, False, 7)
+
+
+def test_a_timed_payer_stops_at_the_deadline_and_says_what_it_took(server):
+    invoices = [f"lnbc{i}" for i in range(1_000_000)]
+    out = _pay(server, invoices, seconds=0.3)
+    assert 0 < out["used"] < len(invoices)  # the rest goes back for the next round
+    assert out["used"] == len(out["latencies"])
+    assert out["ran_out"] is False
+
+
+def test_a_timed_payer_whose_invoices_run_out_early_reports_it(server):
+    began = time.monotonic()
+    out = _pay(server, ["lnbc1", "lnbc2", "lnbc3"], seconds=30)
+    assert (out["used"], out["ran_out"]) == (3, True)
+    assert time.monotonic() - began < 10  # it did not wait for the deadline
