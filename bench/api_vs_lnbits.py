@@ -1237,7 +1237,12 @@ def parse_args() -> argparse.Namespace:
     add = parser.add_argument
     add("--clients", type=int, default=16, help="concurrent clients (default 16)")
     add("--client-procs", type=int, default=2, help="client processes (default 2)")
-    add("--duration", type=float, default=20.0, help="seconds per timed run (deposits, reads)")
+    add(
+        "--duration",
+        type=float,
+        default=20.0,
+        help="seconds per timed run (deposits, payments, reads)",
+    )
     add("--warmup", type=float, default=3.0, help="seconds of warmup, not measured")
     add(
         "--payments",
