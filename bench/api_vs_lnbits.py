@@ -863,6 +863,7 @@ def _client_thread(job: ClientJob, start_at: float, stop_at: float, out: dict) -
     client = Http(job.port, job.headers)
     latencies, outcomes, created = [], Counter(), []
     paying = job.kind == "pay"
+    timed = stop_at > start_at or not paying  # fixed-count payers stop only when done
     index = 0
     with contextlib.suppress(OSError):
         client.connect()
@@ -870,9 +871,9 @@ def _client_thread(job: ClientJob, start_at: float, stop_at: float, out: dict) -
         time.sleep(0.0005)
     first = last = time.perf_counter()
     while True:
-        # A payer stops at the deadline (timed runs: stop_at > start_at) or when its invoices
-        # are used up (fixed-count runs; in a timed run that is reported as running out).
-        if time.time() >= stop_at and (stop_at > start_at or not paying):
+        # A payer stops at the deadline (timed runs) or when its invoices are used up
+        # (fixed-count runs; in a timed run that is reported as running out).
+        if timed and time.time() >= stop_at:
             break
         if paying:
             if index >= len(job.bolt11s):
@@ -896,7 +897,7 @@ def _client_thread(job: ClientJob, start_at: float, stop_at: float, out: dict) -
         if ok and job.kind == "invoice":
             created.append(bolt11_of(payload))
     client.close()
-    ran_out = paying and stop_at > start_at and index >= len(job.bolt11s) and time.time() < stop_at
+    ran_out = paying and timed and index >= len(job.bolt11s) and time.time() < stop_at
     out.update(
         latencies=latencies,
         outcomes=outcomes,
@@ -978,8 +979,8 @@ class PhaseResult:
     db_cpu: float
     other_cpu: float  # everything else on the machine during the phase
     load: float
-    requests: list[int] = field(default_factory=list)  # per client
-    used: list[int] = field(default_factory=list)  # per client: invoices taken (paid or not)
+    # per client: requests made, i.e. invoices taken by a payer (paid or not)
+    used: list[int] = field(default_factory=list)
     ran_out: int = 0  # timed payments: clients whose invoices ran out before the deadline
 
     @property
@@ -1069,7 +1070,6 @@ def run_phase(
         db_cpu=db_cpu,
         other_cpu=max(0.0, machine - client_cpu - server_cpu - db_cpu),
         load=load,
-        requests=[len(res["latencies"]) for res in per_client],
         used=[res["used"] for res in per_client],
         ran_out=sum(1 for res in per_client if res["ran_out"]),
     )
@@ -1517,7 +1517,7 @@ def report(args, systems, rows, attacks) -> list[str]:
         # requests per client: how evenly the server shared itself among the connections
         print(
             f"  {row.workload} / {row.system}: {dict(row.outcomes)}; per client "
-            f"{min(row.requests)}..{max(row.requests)}"
+            f"{min(row.used)}..{max(row.used)}"
         )
         if row.ran_out:
             failures.append(
